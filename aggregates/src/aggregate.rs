@@ -1,0 +1,554 @@
+//! The `ApprovalRequest` aggregate: its state, the rules in `handle`, the assignments in `apply`.
+//!
+//! `handle` decides; `apply` only assigns, so folding stored events never re-judges them. The
+//! read side folds events with this same `apply` and asks the same questions
+//! (`pending_approvers`, `participants`), so no rule lives twice.
+
+use std::collections::BTreeSet;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::commands::{
+    ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal,
+};
+use crate::error::DomainError;
+use crate::events::ApprovalEvent;
+use crate::types::{Actor, Money, RequestId, Rule, Status, SystemId, Timestamp, UserId, Verdict};
+use crate::validation;
+
+/// An approval request: `None` until it is submitted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// The request's state once submitted.
+    pub request: Option<Request>,
+}
+
+/// A submitted request as it stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Its id.
+    pub id: RequestId,
+    /// The system it came from.
+    pub system: SystemId,
+    /// The system's own reference.
+    pub external_ref: String,
+    /// What kind of thing it is.
+    pub kind: String,
+    /// One line for the inbox.
+    pub title: String,
+    /// Who asked.
+    pub requester: UserId,
+    /// The amount at stake.
+    pub amount: Option<Money>,
+    /// When the decision is due.
+    pub due_at: Option<Timestamp>,
+    /// A JSON object shown to approvers.
+    pub details: Option<Value>,
+    /// A link back to the source.
+    pub link: Option<String>,
+    /// When it was submitted.
+    pub submitted_at: Timestamp,
+    /// Where it stands.
+    pub status: Status,
+    /// Its steps with their decisions.
+    pub steps: Vec<Step>,
+    /// The open step's index; equals `steps.len()` once every step is complete.
+    pub current_step: usize,
+    /// How many events it has: the version callers pass as `expected_version`.
+    pub version: u64,
+    /// When the last event happened.
+    pub updated_at: Timestamp,
+    /// How it ended, once final.
+    pub outcome: Option<Outcome>,
+}
+
+/// One step and what happened in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// What completes it.
+    pub rule: Rule,
+    /// Who decides it now (a delegate replaces the delegator here).
+    pub approvers: Vec<UserId>,
+    /// Every decision made in it, in order.
+    pub decisions: Vec<StepDecision>,
+    /// Every hand-over made in it, in order.
+    pub delegations: Vec<StepDelegation>,
+    /// When its rule was met.
+    pub completed_at: Option<Timestamp>,
+}
+
+/// One approver's decision in a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDecision {
+    /// Who decided.
+    pub by: UserId,
+    /// What.
+    pub verdict: Verdict,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One hand-over in a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDelegation {
+    /// Who handed over.
+    pub from: UserId,
+    /// Who took the place.
+    pub to: UserId,
+    /// Why.
+    pub comment: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The person whose act ended it; `None` when its system cancelled it or it expired.
+    pub by: Option<UserId>,
+    /// Their comment or reason.
+    pub comment: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl Step {
+    /// Whether `user` has decided this step.
+    pub fn has_decided(&self, user: &UserId) -> bool {
+        self.decisions.iter().any(|d| &d.by == user)
+    }
+
+    /// How many approvals the step has.
+    pub fn approvals(&self) -> usize {
+        self.decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Approve)
+            .count()
+    }
+}
+
+impl Request {
+    /// The open step, while the request is pending.
+    pub fn open_step(&self) -> Option<&Step> {
+        if self.status == Status::Pending {
+            self.steps.get(self.current_step)
+        } else {
+            None
+        }
+    }
+
+    /// The people whose inbox holds this request: the open step's approvers who have not decided.
+    pub fn pending_approvers(&self) -> Vec<&UserId> {
+        self.open_step()
+            .map(|step| {
+                step.approvers
+                    .iter()
+                    .filter(|a| !step.has_decided(a))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Everyone who may see the request: the requester, every approver of every step, everyone
+    /// who delegated or was delegated to.
+    pub fn participants(&self) -> BTreeSet<&UserId> {
+        let mut people = BTreeSet::new();
+        people.insert(&self.requester);
+        for step in &self.steps {
+            people.extend(step.approvers.iter());
+            for d in &step.delegations {
+                people.insert(&d.from);
+                people.insert(&d.to);
+            }
+            people.extend(step.decisions.iter().map(|d| &d.by));
+        }
+        people
+    }
+
+    /// Whether `actor` may see the request at all.
+    pub fn is_visible_to(&self, actor: &Actor) -> bool {
+        actor.sees_everything() || self.participants().contains(&actor.user)
+    }
+}
+
+impl ApprovalRequest {
+    /// The request, or `NotFound` when it was never submitted.
+    fn submitted(&self) -> Result<&Request, DomainError> {
+        self.request.as_ref().ok_or(DomainError::NotFound)
+    }
+
+    /// The checks every person's command starts with, in the order callers see them: existence and
+    /// visibility, then the version they saw, then whether the request still takes decisions.
+    fn open_for(
+        &self,
+        actor: &Actor,
+        expected_version: Option<u64>,
+    ) -> Result<&Request, DomainError> {
+        let request = self.submitted()?;
+        if !request.is_visible_to(actor) {
+            return Err(DomainError::NotFound);
+        }
+        if let Some(expected) = expected_version {
+            if expected != request.version {
+                return Err(DomainError::VersionConflict {
+                    expected,
+                    actual: request.version,
+                });
+            }
+        }
+        if request.status.is_final() {
+            return Err(DomainError::NotPending(request.status));
+        }
+        Ok(request)
+    }
+
+    fn submit(&self, s: Submission) -> Result<Vec<ApprovalEvent>, DomainError> {
+        if self.request.is_some() {
+            // The same reference again: the request exists, nothing is written.
+            return Ok(vec![]);
+        }
+        validation::submission(&s)?;
+        Ok(vec![ApprovalEvent::RequestSubmitted {
+            request_id: s.request_id,
+            system: s.system,
+            external_ref: s.external_ref,
+            kind: s.kind,
+            title: s.title,
+            requester: s.requester,
+            amount: s.amount,
+            steps: s.steps,
+            due_at: s.due_at,
+            details: s.details,
+            link: s.link,
+            at: s.at,
+        }])
+    }
+
+    fn decide(&self, d: Decision) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let request = self.open_for(&d.actor, d.expected_version)?;
+        let me = &d.actor.user;
+        if *me == request.requester {
+            return Err(DomainError::OwnRequest);
+        }
+        let step_index = request.current_step;
+        let step = request.open_step().ok_or(DomainError::NotAnApprover)?;
+        if step.has_decided(me) {
+            return Err(DomainError::AlreadyDecided);
+        }
+        if !step.approvers.contains(me) {
+            return Err(DomainError::NotAnApprover);
+        }
+        let comment = d.comment.filter(|c| !c.trim().is_empty());
+        validation::comment("comment", comment.as_deref())?;
+        let by = me.clone();
+        match d.verdict {
+            Verdict::Approve => {
+                let mut events = vec![ApprovalEvent::ApprovalRecorded {
+                    step: step_index,
+                    approver: by.clone(),
+                    comment: comment.clone(),
+                    at: d.at,
+                }];
+                if step.rule.is_met(step.approvals() + 1, step.approvers.len()) {
+                    events.push(ApprovalEvent::StepCompleted {
+                        step: step_index,
+                        at: d.at,
+                    });
+                    if step_index + 1 == request.steps.len() {
+                        events.push(ApprovalEvent::RequestApproved {
+                            decided_by: by,
+                            comment,
+                            at: d.at,
+                        });
+                    }
+                }
+                Ok(events)
+            }
+            Verdict::Reject => {
+                let comment = comment.ok_or(DomainError::CommentRequired("reject"))?;
+                Ok(vec![ApprovalEvent::RequestRejected {
+                    step: step_index,
+                    decided_by: by,
+                    comment,
+                    at: d.at,
+                }])
+            }
+            Verdict::Return => {
+                let comment = comment.ok_or(DomainError::CommentRequired("return"))?;
+                Ok(vec![ApprovalEvent::RequestReturned {
+                    step: step_index,
+                    decided_by: by,
+                    comment,
+                    at: d.at,
+                }])
+            }
+        }
+    }
+
+    fn delegate(&self, d: Delegation) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let request = self.open_for(&d.actor, d.expected_version)?;
+        let me = &d.actor.user;
+        let step_index = request.current_step;
+        let step = request.open_step().ok_or(DomainError::NotAnApprover)?;
+        if step.has_decided(me) {
+            return Err(DomainError::AlreadyDecided);
+        }
+        if !step.approvers.contains(me) {
+            return Err(DomainError::NotAnApprover);
+        }
+        validation::user("to", &d.to).map_err(|e| DomainError::InvalidDelegate(e.to_string()))?;
+        if d.to == *me {
+            return Err(DomainError::InvalidDelegate(
+                "you cannot delegate to yourself".into(),
+            ));
+        }
+        if d.to == request.requester {
+            return Err(DomainError::InvalidDelegate(
+                "the requester cannot approve their own request".into(),
+            ));
+        }
+        if step.approvers.contains(&d.to) || step.has_decided(&d.to) {
+            return Err(DomainError::InvalidDelegate(format!(
+                "{} already decides this step",
+                d.to
+            )));
+        }
+        let comment = d.comment.filter(|c| !c.trim().is_empty());
+        validation::comment("comment", comment.as_deref())?;
+        Ok(vec![ApprovalEvent::ApproverDelegated {
+            step: step_index,
+            from: me.clone(),
+            to: d.to,
+            comment,
+            at: d.at,
+        }])
+    }
+
+    fn withdraw(&self, w: Withdrawal) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let request = self.open_for(&w.actor, w.expected_version)?;
+        if w.actor.user != request.requester {
+            return Err(DomainError::NotRequester);
+        }
+        let comment = w.comment.filter(|c| !c.trim().is_empty());
+        validation::comment("comment", comment.as_deref())?;
+        Ok(vec![ApprovalEvent::RequestWithdrawn {
+            by: w.actor.user,
+            comment,
+            at: w.at,
+        }])
+    }
+
+    fn cancel(&self, c: Cancellation) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let request = self.submitted()?;
+        if request.system != c.system {
+            return Err(DomainError::NotFound);
+        }
+        if request.status.is_final() {
+            return Err(DomainError::NotPending(request.status));
+        }
+        let reason = c.reason.filter(|r| !r.trim().is_empty());
+        validation::comment("reason", reason.as_deref())?;
+        Ok(vec![ApprovalEvent::RequestCancelled { reason, at: c.at }])
+    }
+
+    fn expire(&self, at: Timestamp) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let request = self.submitted()?;
+        if request.status.is_final() {
+            return Err(DomainError::NotPending(request.status));
+        }
+        match request.due_at {
+            Some(due) if due <= at => Ok(vec![ApprovalEvent::RequestExpired { at }]),
+            _ => Err(DomainError::NotDue),
+        }
+    }
+
+    /// Decides what a command does: the events it produces, or why it is refused.
+    pub fn decide_command(
+        &self,
+        command: ApprovalCommand,
+    ) -> Result<Vec<ApprovalEvent>, DomainError> {
+        match command {
+            ApprovalCommand::Submit(s) => self.submit(s),
+            ApprovalCommand::Decide(d) => self.decide(d),
+            ApprovalCommand::Delegate(d) => self.delegate(d),
+            ApprovalCommand::Withdraw(w) => self.withdraw(w),
+            ApprovalCommand::Cancel(c) => self.cancel(c),
+            ApprovalCommand::Expire { at } => self.expire(at),
+        }
+    }
+
+    /// Folds one event into the state: assignment only, no judgement.
+    pub fn fold(&mut self, event: ApprovalEvent) {
+        if let ApprovalEvent::RequestSubmitted {
+            request_id,
+            system,
+            external_ref,
+            kind,
+            title,
+            requester,
+            amount,
+            steps,
+            due_at,
+            details,
+            link,
+            at,
+        } = event
+        {
+            self.request = Some(Request {
+                id: request_id,
+                system,
+                external_ref,
+                kind,
+                title,
+                requester,
+                amount,
+                due_at,
+                details,
+                link,
+                submitted_at: at,
+                status: Status::Pending,
+                steps: steps
+                    .into_iter()
+                    .map(|s| Step {
+                        rule: s.rule,
+                        approvers: s.approvers,
+                        decisions: vec![],
+                        delegations: vec![],
+                        completed_at: None,
+                    })
+                    .collect(),
+                current_step: 0,
+                version: 1,
+                updated_at: at,
+                outcome: None,
+            });
+            return;
+        }
+        let Some(request) = self.request.as_mut() else {
+            return;
+        };
+        request.version += 1;
+        request.updated_at = event.at();
+        if let Some(status) = event.final_status() {
+            let (by, comment) = event.actor_and_comment();
+            request.status = status;
+            request.outcome = Some(Outcome {
+                by: by.cloned(),
+                comment: comment.map(str::to_owned),
+                at: event.at(),
+            });
+        }
+        match event {
+            ApprovalEvent::ApprovalRecorded {
+                step,
+                approver,
+                comment,
+                at,
+            } => record(request, step, approver, Verdict::Approve, comment, at),
+            ApprovalEvent::StepCompleted { step, at } => {
+                if let Some(s) = request.steps.get_mut(step) {
+                    s.completed_at = Some(at);
+                }
+                request.current_step = step + 1;
+            }
+            ApprovalEvent::RequestRejected {
+                step,
+                decided_by,
+                comment,
+                at,
+            } => record(
+                request,
+                step,
+                decided_by,
+                Verdict::Reject,
+                Some(comment),
+                at,
+            ),
+            ApprovalEvent::RequestReturned {
+                step,
+                decided_by,
+                comment,
+                at,
+            } => record(
+                request,
+                step,
+                decided_by,
+                Verdict::Return,
+                Some(comment),
+                at,
+            ),
+            ApprovalEvent::ApproverDelegated {
+                step,
+                from,
+                to,
+                comment,
+                at,
+            } => {
+                if let Some(s) = request.steps.get_mut(step) {
+                    for approver in s.approvers.iter_mut().filter(|a| **a == from) {
+                        *approver = to.clone();
+                    }
+                    s.delegations.push(StepDelegation {
+                        from,
+                        to,
+                        comment,
+                        at,
+                    });
+                }
+            }
+            ApprovalEvent::RequestSubmitted { .. }
+            | ApprovalEvent::RequestApproved { .. }
+            | ApprovalEvent::RequestWithdrawn { .. }
+            | ApprovalEvent::RequestCancelled { .. }
+            | ApprovalEvent::RequestExpired { .. } => {}
+        }
+    }
+}
+
+/// Adds a decision to a step.
+fn record(
+    request: &mut Request,
+    step: usize,
+    by: UserId,
+    verdict: Verdict,
+    comment: Option<String>,
+    at: Timestamp,
+) {
+    if let Some(s) = request.steps.get_mut(step) {
+        s.decisions.push(StepDecision {
+            by,
+            verdict,
+            comment,
+            at,
+        });
+    }
+}
+
+impl Aggregate for ApprovalRequest {
+    const TYPE: &'static str = "ApprovalRequest";
+    type Command = ApprovalCommand;
+    type Event = ApprovalEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide_command(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.fold(event);
+    }
+}

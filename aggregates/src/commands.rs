@@ -1,0 +1,110 @@
+//! What callers ask of a request. Every command carries the moment it was sent (`at`): the
+//! aggregate never reads a clock, so replaying a command gives the same events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::{Actor, Money, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict};
+
+/// A command to an approval request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ApprovalCommand {
+    /// A legacy system asks for approval.
+    Submit(Submission),
+    /// An approver approves, rejects or returns.
+    Decide(Decision),
+    /// An approver hands their place in the current step to someone else.
+    Delegate(Delegation),
+    /// The requester takes the request back.
+    Withdraw(Withdrawal),
+    /// The source system withdrew the request.
+    Cancel(Cancellation),
+    /// The request's due time passed while it waited.
+    Expire {
+        /// When the expiry was noticed; must not be before the due time.
+        at: Timestamp,
+    },
+}
+
+/// A request as a legacy system submits it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The aggregate's id, `RequestId::for_submission(system, external_ref)`.
+    pub request_id: RequestId,
+    /// The submitting system.
+    pub system: SystemId,
+    /// The system's own reference of the thing to approve.
+    pub external_ref: String,
+    /// What kind of thing it is (`purchase_order`, `leave`...).
+    pub kind: String,
+    /// One line shown in the inbox.
+    pub title: String,
+    /// Who asked; never one of the approvers.
+    pub requester: UserId,
+    /// The amount at stake, if any.
+    pub amount: Option<Money>,
+    /// The steps, decided in order.
+    pub steps: Vec<StepSpec>,
+    /// When the decision is due; the request expires if still pending then.
+    pub due_at: Option<Timestamp>,
+    /// A JSON object shown to approvers as it is.
+    pub details: Option<Value>,
+    /// A link back to the thing in its system.
+    pub link: Option<String>,
+    /// When it was submitted.
+    pub at: Timestamp,
+}
+
+/// An approver's decision on the current step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Who decides.
+    pub actor: Actor,
+    /// What they decide.
+    pub verdict: Verdict,
+    /// Required to reject or return.
+    pub comment: Option<String>,
+    /// The version the approver saw; a newer one refuses the decision.
+    pub expected_version: Option<u64>,
+    /// When they decided.
+    pub at: Timestamp,
+}
+
+/// An approver hands their place in the current step to another person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// Who hands over.
+    pub actor: Actor,
+    /// Who takes the place.
+    pub to: UserId,
+    /// Why, optionally.
+    pub comment: Option<String>,
+    /// The version the delegator saw.
+    pub expected_version: Option<u64>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The requester takes the request back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// Must be the requester.
+    pub actor: Actor,
+    /// Why, optionally.
+    pub comment: Option<String>,
+    /// The version the requester saw.
+    pub expected_version: Option<u64>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The source system withdrew the request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// Must be the system that submitted the request.
+    pub system: SystemId,
+    /// Why, optionally.
+    pub reason: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}

@@ -1,0 +1,47 @@
+//! Why the aggregate refuses a command. The service maps each variant to one stable error code
+//! and HTTP status in its error table; the aggregate knows nothing of HTTP.
+
+use crate::types::Status;
+
+/// A refusal by the rules of an approval request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The request does not exist, or the caller may not see it.
+    #[error("no such request")]
+    NotFound,
+    /// The submission or command breaks a rule of shape or size.
+    #[error("{0}")]
+    Invalid(String),
+    /// Rejecting or returning needs a comment.
+    #[error("a comment is required to {0}")]
+    CommentRequired(&'static str),
+    /// The caller is the request's requester.
+    #[error("a requester cannot decide their own request")]
+    OwnRequest,
+    /// The caller is not an approver of the current step.
+    #[error("you are not an approver of the current step")]
+    NotAnApprover,
+    /// Only the requester may withdraw.
+    #[error("only the requester may withdraw a request")]
+    NotRequester,
+    /// The caller already decided the current step.
+    #[error("you already decided this step")]
+    AlreadyDecided,
+    /// The request is final.
+    #[error("the request is already {0}")]
+    NotPending(Status),
+    /// The caller's `expected_version` is not the request's version.
+    #[error("the request is at version {actual}, not {expected}")]
+    VersionConflict {
+        /// What the caller saw.
+        expected: u64,
+        /// What it is now.
+        actual: u64,
+    },
+    /// The delegate cannot take the place.
+    #[error("{0}")]
+    InvalidDelegate(String),
+    /// The request has no due time, or it has not passed.
+    #[error("the request is not due yet")]
+    NotDue,
+}

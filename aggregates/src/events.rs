@@ -1,0 +1,213 @@
+//! What happened to a request, in the past tense. A stored event's type name never changes; a
+//! change of its shape gets a new `event_version` and an upcaster in `upcasters` that reads the
+//! old shape as the new one.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::{Money, RequestId, Status, StepSpec, SystemId, Timestamp, UserId};
+
+/// Every event of an approval request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ApprovalEvent {
+    /// A legacy system submitted the request; its first step is open.
+    RequestSubmitted {
+        /// The aggregate's id.
+        request_id: RequestId,
+        /// The submitting system.
+        system: SystemId,
+        /// The system's own reference.
+        external_ref: String,
+        /// What kind of thing it is.
+        kind: String,
+        /// One line for the inbox.
+        title: String,
+        /// Who asked.
+        requester: UserId,
+        /// The amount at stake, if any.
+        amount: Option<Money>,
+        /// The steps, in order.
+        steps: Vec<StepSpec>,
+        /// When the decision is due.
+        due_at: Option<Timestamp>,
+        /// A JSON object shown to approvers.
+        details: Option<Value>,
+        /// A link back to the source.
+        link: Option<String>,
+        /// When it was submitted.
+        at: Timestamp,
+    },
+    /// An approver approved at a step (the step may or may not be complete now).
+    ApprovalRecorded {
+        /// The step's index, from 0.
+        step: usize,
+        /// Who approved.
+        approver: UserId,
+        /// What they wrote.
+        comment: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A step's rule was met; the next step, if any, is open.
+    StepCompleted {
+        /// The step's index, from 0.
+        step: usize,
+        /// When.
+        at: Timestamp,
+    },
+    /// The last step completed: the request is approved.
+    RequestApproved {
+        /// The approver whose approval completed it.
+        decided_by: UserId,
+        /// Their comment.
+        comment: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// An approver rejected the request.
+    RequestRejected {
+        /// The step at which it was rejected.
+        step: usize,
+        /// Who rejected.
+        decided_by: UserId,
+        /// Why.
+        comment: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// An approver sent the request back to the requester.
+    RequestReturned {
+        /// The step at which it was returned.
+        step: usize,
+        /// Who returned it.
+        decided_by: UserId,
+        /// Why.
+        comment: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// An approver handed their place in a step to another person.
+    ApproverDelegated {
+        /// The step.
+        step: usize,
+        /// Who handed over.
+        from: UserId,
+        /// Who took the place.
+        to: UserId,
+        /// Why.
+        comment: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// The requester took the request back.
+    RequestWithdrawn {
+        /// The requester.
+        by: UserId,
+        /// Why.
+        comment: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// The source system withdrew the request.
+    RequestCancelled {
+        /// Why.
+        reason: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// The due time passed while the request was pending.
+    RequestExpired {
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// The version every event type is written in today.
+pub const CURRENT_EVENT_VERSION: &str = "1.0";
+
+impl ApprovalEvent {
+    /// The stored type name; never changes once written.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::RequestSubmitted { .. } => "RequestSubmitted",
+            Self::ApprovalRecorded { .. } => "ApprovalRecorded",
+            Self::StepCompleted { .. } => "StepCompleted",
+            Self::RequestApproved { .. } => "RequestApproved",
+            Self::RequestRejected { .. } => "RequestRejected",
+            Self::RequestReturned { .. } => "RequestReturned",
+            Self::ApproverDelegated { .. } => "ApproverDelegated",
+            Self::RequestWithdrawn { .. } => "RequestWithdrawn",
+            Self::RequestCancelled { .. } => "RequestCancelled",
+            Self::RequestExpired { .. } => "RequestExpired",
+        }
+    }
+
+    /// When it happened, as the command said.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Self::RequestSubmitted { at, .. }
+            | Self::ApprovalRecorded { at, .. }
+            | Self::StepCompleted { at, .. }
+            | Self::RequestApproved { at, .. }
+            | Self::RequestRejected { at, .. }
+            | Self::RequestReturned { at, .. }
+            | Self::ApproverDelegated { at, .. }
+            | Self::RequestWithdrawn { at, .. }
+            | Self::RequestCancelled { at, .. }
+            | Self::RequestExpired { at, .. } => *at,
+        }
+    }
+
+    /// The final status this event moves the request to, if it ends it.
+    pub fn final_status(&self) -> Option<Status> {
+        match self {
+            Self::RequestApproved { .. } => Some(Status::Approved),
+            Self::RequestRejected { .. } => Some(Status::Rejected),
+            Self::RequestReturned { .. } => Some(Status::Returned),
+            Self::RequestWithdrawn { .. } => Some(Status::Withdrawn),
+            Self::RequestCancelled { .. } => Some(Status::Cancelled),
+            Self::RequestExpired { .. } => Some(Status::Expired),
+            _ => None,
+        }
+    }
+
+    /// Who acted, when a person did; and their comment.
+    pub fn actor_and_comment(&self) -> (Option<&UserId>, Option<&str>) {
+        match self {
+            Self::RequestSubmitted { requester, .. } => (Some(requester), None),
+            Self::ApprovalRecorded {
+                approver, comment, ..
+            } => (Some(approver), comment.as_deref()),
+            Self::RequestApproved {
+                decided_by,
+                comment,
+                ..
+            } => (Some(decided_by), comment.as_deref()),
+            Self::RequestRejected {
+                decided_by,
+                comment,
+                ..
+            }
+            | Self::RequestReturned {
+                decided_by,
+                comment,
+                ..
+            } => (Some(decided_by), Some(comment.as_str())),
+            Self::ApproverDelegated { from, comment, .. } => (Some(from), comment.as_deref()),
+            Self::RequestWithdrawn { by, comment, .. } => (Some(by), comment.as_deref()),
+            Self::RequestCancelled { reason, .. } => (None, reason.as_deref()),
+            Self::StepCompleted { .. } | Self::RequestExpired { .. } => (None, None),
+        }
+    }
+}
+
+impl DomainEvent for ApprovalEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        CURRENT_EVENT_VERSION.to_string()
+    }
+}

@@ -1,0 +1,33 @@
+//! The domain of approval-ledger, pure: no database, no HTTP, no broker, no clock.
+//!
+//! # Layout
+//! - [`types`]: identifiers, money, statuses, step rules, the acting person.
+//! - [`commands`]: what callers ask (`Submit`, `Decide`, `Delegate`, `Withdraw`, `Cancel`, `Expire`).
+//! - [`events`]: what happened, past tense, with stable type names and versions.
+//! - [`aggregate`]: [`ApprovalRequest`], whose `handle` holds every rule and whose `apply` only
+//!   assigns state. The read side folds events with the same code.
+//! - [`validation`]: the shape and size rules of a submission.
+//! - [`upcasters`]: how events stored in an older version are read as the current one.
+//! - [`error`]: [`DomainError`], every refusal; the service maps each to a stable error code.
+//!
+//! Nothing here may reach for I/O or time: every command carries its own `at`.
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod types;
+pub mod upcasters;
+pub mod validation;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
+pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
+pub use error::DomainError;
+pub use events::ApprovalEvent;
+pub use types::{
+    Actor, Money, RequestId, Roles, Rule, Status, StepSpec, SystemId, Timestamp, UserId, Verdict,
+};

@@ -1,0 +1,719 @@
+//! Given/when/then tests of every rule, the refusals included.
+
+use chrono::{TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::*;
+
+type Given = TestFramework<ApprovalRequest>;
+
+fn at(minute: u32) -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 20, 9, minute, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn user(name: &str) -> UserId {
+    UserId::new(name)
+}
+
+fn step(approvers: &[&str], rule: Rule) -> StepSpec {
+    StepSpec {
+        approvers: approvers.iter().map(|a| user(a)).collect(),
+        rule,
+    }
+}
+
+fn submission() -> Submission {
+    let system = SystemId::new("erp");
+    Submission {
+        request_id: RequestId::for_submission(&system, "PO-4711"),
+        system,
+        external_ref: "PO-4711".into(),
+        kind: "purchase_order".into(),
+        title: "PO 4711: 12 laptops".into(),
+        requester: user("dina"),
+        amount: Some(Money {
+            value: Decimal::new(125_000, 2),
+            currency: "USD".into(),
+        }),
+        steps: vec![
+            step(&["alice"], Rule::Any),
+            step(&["bob", "carol", "dave"], Rule::AtLeast(2)),
+            step(&["erin", "frank"], Rule::All),
+        ],
+        due_at: Some(at(59)),
+        details: Some(json!({"any": "JSON shown to approvers"})),
+        link: Some("https://erp.example/po/4711".into()),
+        at: at(0),
+    }
+}
+
+fn submitted_event(s: Submission) -> ApprovalEvent {
+    ApprovalEvent::RequestSubmitted {
+        request_id: s.request_id,
+        system: s.system,
+        external_ref: s.external_ref,
+        kind: s.kind,
+        title: s.title,
+        requester: s.requester,
+        amount: s.amount,
+        steps: s.steps,
+        due_at: s.due_at,
+        details: s.details,
+        link: s.link,
+        at: s.at,
+    }
+}
+
+fn submitted() -> ApprovalEvent {
+    submitted_event(submission())
+}
+
+fn decision(who: &str, verdict: Verdict, comment: Option<&str>) -> ApprovalCommand {
+    ApprovalCommand::Decide(Decision {
+        actor: Actor::person(who),
+        verdict,
+        comment: comment.map(str::to_owned),
+        expected_version: None,
+        at: at(10),
+    })
+}
+
+fn approve(who: &str) -> ApprovalCommand {
+    decision(who, Verdict::Approve, None)
+}
+
+fn approved_by(step: usize, who: &str) -> ApprovalEvent {
+    ApprovalEvent::ApprovalRecorded {
+        step,
+        approver: user(who),
+        comment: None,
+        at: at(10),
+    }
+}
+
+fn completed(step: usize) -> ApprovalEvent {
+    ApprovalEvent::StepCompleted { step, at: at(10) }
+}
+
+fn delegate(from: &str, to: &str) -> ApprovalCommand {
+    ApprovalCommand::Delegate(Delegation {
+        actor: Actor::person(from),
+        to: user(to),
+        comment: Some("on leave".into()),
+        expected_version: None,
+        at: at(5),
+    })
+}
+
+fn delegated(step: usize, from: &str, to: &str) -> ApprovalEvent {
+    ApprovalEvent::ApproverDelegated {
+        step,
+        from: user(from),
+        to: user(to),
+        comment: Some("on leave".into()),
+        at: at(5),
+    }
+}
+
+fn fold(events: &[ApprovalEvent]) -> ApprovalRequest {
+    let mut aggregate = ApprovalRequest::default();
+    for e in events {
+        aggregate.fold(e.clone());
+    }
+    aggregate
+}
+
+fn invalid_submission(change: impl FnOnce(&mut Submission), needle: &str) {
+    let mut s = submission();
+    change(&mut s);
+    let result = Given::with(())
+        .given_no_previous_events()
+        .when(ApprovalCommand::Submit(s))
+        .inspect_result();
+    match result {
+        Err(DomainError::Invalid(message)) => assert!(
+            message.contains(needle),
+            "expected a message with {needle:?}, got {message:?}"
+        ),
+        other => panic!("expected Invalid({needle}), got {other:?}"),
+    }
+}
+
+// --- submission -------------------------------------------------------------------------
+
+#[test]
+fn a_valid_submission_opens_the_request() {
+    Given::with(())
+        .given_no_previous_events()
+        .when(ApprovalCommand::Submit(submission()))
+        .then_expect_events(vec![submitted()]);
+}
+
+#[test]
+fn submitting_the_same_reference_again_writes_nothing() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Submit(submission()))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_request_id_is_derived_from_system_and_reference() {
+    let erp = SystemId::new("erp");
+    let hr = SystemId::new("hr");
+    assert_eq!(
+        RequestId::for_submission(&erp, "PO-1"),
+        RequestId::for_submission(&erp, "PO-1")
+    );
+    assert_ne!(
+        RequestId::for_submission(&erp, "PO-1"),
+        RequestId::for_submission(&hr, "PO-1")
+    );
+    assert_ne!(
+        RequestId::for_submission(&erp, "PO-1"),
+        RequestId::for_submission(&erp, "PO-2")
+    );
+}
+
+#[test]
+fn a_submission_needs_steps() {
+    invalid_submission(|s| s.steps.clear(), "steps must not be empty");
+}
+
+#[test]
+fn a_step_needs_approvers() {
+    invalid_submission(
+        |s| s.steps[0].approvers.clear(),
+        "approvers must not be empty",
+    );
+}
+
+#[test]
+fn at_least_must_fit_the_step() {
+    invalid_submission(|s| s.steps[1].rule = Rule::AtLeast(4), "at_least");
+    invalid_submission(|s| s.steps[1].rule = Rule::AtLeast(0), "at_least");
+}
+
+#[test]
+fn a_step_names_each_approver_once() {
+    invalid_submission(
+        |s| s.steps[1].approvers.push(user("bob")),
+        "names bob twice",
+    );
+}
+
+#[test]
+fn a_requester_is_never_an_approver() {
+    invalid_submission(
+        |s| s.steps[2].approvers.push(user("dina")),
+        "names the requester",
+    );
+}
+
+#[test]
+fn texts_must_have_sane_lengths() {
+    invalid_submission(|s| s.title = "x".repeat(201), "title must be at most 200");
+    invalid_submission(|s| s.title = "  ".into(), "title must not be empty");
+    invalid_submission(|s| s.external_ref = String::new(), "external_ref");
+    invalid_submission(|s| s.kind = "purchase order".into(), "kind");
+    invalid_submission(|s| s.requester = user(&"r".repeat(129)), "requester");
+    invalid_submission(|s| s.title = "bell\u{7}".into(), "control characters");
+}
+
+#[test]
+fn too_many_steps_or_approvers_are_refused() {
+    invalid_submission(
+        |s| {
+            s.steps = (0..21)
+                .map(|i| step(&[&format!("a{i}")], Rule::Any))
+                .collect()
+        },
+        "at most 20 steps",
+    );
+    invalid_submission(
+        |s| {
+            s.steps[0].approvers = (0..51).map(|i| user(&format!("a{i}"))).collect();
+        },
+        "more than 50",
+    );
+}
+
+#[test]
+fn money_must_be_a_sane_amount() {
+    invalid_submission(
+        |s| {
+            s.amount = Some(Money {
+                value: Decimal::new(-1, 0),
+                currency: "USD".into(),
+            })
+        },
+        "negative",
+    );
+    invalid_submission(
+        |s| {
+            s.amount = Some(Money {
+                value: Decimal::new(1, 7),
+                currency: "USD".into(),
+            })
+        },
+        "decimals",
+    );
+    invalid_submission(
+        |s| {
+            s.amount = Some(Money {
+                value: Decimal::new(1, 0),
+                currency: "usd".into(),
+            })
+        },
+        "ISO 4217",
+    );
+    invalid_submission(
+        |s| {
+            s.amount = Some(Money {
+                value: Decimal::from_i128_with_scale(10_i128.pow(19), 0),
+                currency: "USD".into(),
+            })
+        },
+        "integer digits",
+    );
+}
+
+#[test]
+fn details_must_be_a_small_object_and_the_link_a_url() {
+    invalid_submission(|s| s.details = Some(json!([1, 2])), "JSON object");
+    invalid_submission(
+        |s| s.details = Some(json!({"x": "y".repeat(17 * 1024)})),
+        "bytes",
+    );
+    invalid_submission(
+        |s| s.link = Some("javascript:alert(1)".into()),
+        "http or https",
+    );
+}
+
+#[test]
+fn a_due_time_must_be_in_the_future() {
+    invalid_submission(|s| s.due_at = Some(at(0)), "due_at");
+}
+
+// --- decisions -----------------------------------------------------------------------
+
+#[test]
+fn an_approval_at_an_any_step_completes_it() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(approve("alice"))
+        .then_expect_events(vec![approved_by(0, "alice"), completed(0)]);
+}
+
+#[test]
+fn an_at_least_step_needs_that_many_approvals() {
+    Given::with(())
+        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .when(approve("bob"))
+        .then_expect_events(vec![approved_by(1, "bob")]);
+    Given::with(())
+        .given(vec![
+            submitted(),
+            approved_by(0, "alice"),
+            completed(0),
+            approved_by(1, "bob"),
+        ])
+        .when(approve("dave"))
+        .then_expect_events(vec![approved_by(1, "dave"), completed(1)]);
+}
+
+#[test]
+fn an_all_step_needs_every_approver_and_the_last_step_approves_the_request() {
+    let before = vec![
+        submitted(),
+        approved_by(0, "alice"),
+        completed(0),
+        approved_by(1, "bob"),
+        approved_by(1, "carol"),
+        completed(1),
+    ];
+    Given::with(())
+        .given(before.clone())
+        .when(approve("erin"))
+        .then_expect_events(vec![approved_by(2, "erin")]);
+    let mut almost = before;
+    almost.push(approved_by(2, "erin"));
+    Given::with(())
+        .given(almost)
+        .when(approve("frank"))
+        .then_expect_events(vec![
+            approved_by(2, "frank"),
+            completed(2),
+            ApprovalEvent::RequestApproved {
+                decided_by: user("frank"),
+                comment: None,
+                at: at(10),
+            },
+        ]);
+}
+
+#[test]
+fn steps_run_in_order() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(approve("bob"))
+        .then_expect_error(DomainError::NotAnApprover);
+}
+
+#[test]
+fn one_rejection_rejects_the_request() {
+    Given::with(())
+        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .when(decision("carol", Verdict::Reject, Some("too expensive")))
+        .then_expect_events(vec![ApprovalEvent::RequestRejected {
+            step: 1,
+            decided_by: user("carol"),
+            comment: "too expensive".into(),
+            at: at(10),
+        }]);
+}
+
+#[test]
+fn a_return_sends_the_request_back() {
+    let events = vec![
+        submitted(),
+        ApprovalEvent::RequestReturned {
+            step: 0,
+            decided_by: user("alice"),
+            comment: "add the quote".into(),
+            at: at(10),
+        },
+    ];
+    let state = fold(&events);
+    let request = state.request.unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.status, Status::Returned);
+    assert_eq!(request.version, 2);
+    Given::with(())
+        .given(vec![submitted()])
+        .when(decision("alice", Verdict::Return, Some("add the quote")))
+        .then_expect_events(vec![events[1].clone()]);
+}
+
+#[test]
+fn reject_and_return_need_a_comment() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(decision("alice", Verdict::Reject, None))
+        .then_expect_error(DomainError::CommentRequired("reject"));
+    Given::with(())
+        .given(vec![submitted()])
+        .when(decision("alice", Verdict::Return, Some("   ")))
+        .then_expect_error(DomainError::CommentRequired("return"));
+}
+
+#[test]
+fn a_requester_cannot_approve_their_own_request() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(approve("dina"))
+        .then_expect_error(DomainError::OwnRequest);
+}
+
+#[test]
+fn an_approver_decides_once_per_step() {
+    Given::with(())
+        .given(vec![
+            submitted(),
+            approved_by(0, "alice"),
+            completed(0),
+            approved_by(1, "bob"),
+        ])
+        .when(approve("bob"))
+        .then_expect_error(DomainError::AlreadyDecided);
+}
+
+#[test]
+fn an_approver_may_decide_again_at_a_later_step() {
+    let mut s = submission();
+    s.steps[1].approvers.push(user("alice"));
+    Given::with(())
+        .given(vec![
+            submitted_event(s),
+            approved_by(0, "alice"),
+            completed(0),
+        ])
+        .when(approve("alice"))
+        .then_expect_events(vec![approved_by(1, "alice")]);
+}
+
+#[test]
+fn a_stranger_sees_nothing() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(approve("mallory"))
+        .then_expect_error(DomainError::NotFound);
+    Given::with(())
+        .given_no_previous_events()
+        .when(approve("alice"))
+        .then_expect_error(DomainError::NotFound);
+}
+
+#[test]
+fn an_auditor_sees_the_request_but_cannot_decide() {
+    let auditor = Actor {
+        user: user("audrey"),
+        roles: Roles {
+            auditor: true,
+            admin: false,
+        },
+    };
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Decide(Decision {
+            actor: auditor,
+            verdict: Verdict::Approve,
+            comment: None,
+            expected_version: None,
+            at: at(10),
+        }))
+        .then_expect_error(DomainError::NotAnApprover);
+}
+
+#[test]
+fn a_stale_expected_version_is_a_conflict() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Decide(Decision {
+            actor: Actor::person("alice"),
+            verdict: Verdict::Approve,
+            comment: None,
+            expected_version: Some(3),
+            at: at(10),
+        }))
+        .then_expect_error(DomainError::VersionConflict {
+            expected: 3,
+            actual: 1,
+        });
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Decide(Decision {
+            actor: Actor::person("alice"),
+            verdict: Verdict::Approve,
+            comment: None,
+            expected_version: Some(1),
+            at: at(10),
+        }))
+        .then_expect_events(vec![approved_by(0, "alice"), completed(0)]);
+}
+
+#[test]
+fn final_statuses_accept_nothing() {
+    let rejected = vec![
+        submitted(),
+        ApprovalEvent::RequestRejected {
+            step: 0,
+            decided_by: user("alice"),
+            comment: "no".into(),
+            at: at(10),
+        },
+    ];
+    Given::with(())
+        .given(rejected.clone())
+        .when(approve("alice"))
+        .then_expect_error(DomainError::NotPending(Status::Rejected));
+    Given::with(())
+        .given(rejected.clone())
+        .when(delegate("alice", "zoe"))
+        .then_expect_error(DomainError::NotPending(Status::Rejected));
+    Given::with(())
+        .given(rejected.clone())
+        .when(ApprovalCommand::Cancel(Cancellation {
+            system: SystemId::new("erp"),
+            reason: None,
+            at: at(20),
+        }))
+        .then_expect_error(DomainError::NotPending(Status::Rejected));
+    Given::with(())
+        .given(rejected)
+        .when(ApprovalCommand::Withdraw(Withdrawal {
+            actor: Actor::person("dina"),
+            comment: None,
+            expected_version: None,
+            at: at(20),
+        }))
+        .then_expect_error(DomainError::NotPending(Status::Rejected));
+}
+
+// --- delegation -----------------------------------------------------------------------
+
+#[test]
+fn a_delegate_takes_the_delegators_place() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(delegate("alice", "zoe"))
+        .then_expect_events(vec![delegated(0, "alice", "zoe")]);
+    Given::with(())
+        .given(vec![submitted(), delegated(0, "alice", "zoe")])
+        .when(approve("zoe"))
+        .then_expect_events(vec![approved_by(0, "zoe"), completed(0)]);
+    Given::with(())
+        .given(vec![submitted(), delegated(0, "alice", "zoe")])
+        .when(approve("alice"))
+        .then_expect_error(DomainError::NotAnApprover);
+    let state = fold(&[submitted(), delegated(0, "alice", "zoe")]);
+    let request = state.request.unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.pending_approvers(), vec![&user("zoe")]);
+    assert!(request.participants().contains(&user("alice")));
+}
+
+#[test]
+fn a_delegation_must_go_to_someone_new() {
+    Given::with(())
+        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .when(delegate("bob", "carol"))
+        .then_expect_error(DomainError::InvalidDelegate(
+            "carol already decides this step".into(),
+        ));
+    Given::with(())
+        .given(vec![submitted()])
+        .when(delegate("alice", "dina"))
+        .then_expect_error(DomainError::InvalidDelegate(
+            "the requester cannot approve their own request".into(),
+        ));
+    Given::with(())
+        .given(vec![submitted()])
+        .when(delegate("alice", "alice"))
+        .then_expect_error(DomainError::InvalidDelegate(
+            "you cannot delegate to yourself".into(),
+        ));
+    Given::with(())
+        .given(vec![submitted()])
+        .when(delegate("bob", "zoe"))
+        .then_expect_error(DomainError::NotAnApprover);
+}
+
+#[test]
+fn someone_who_decided_cannot_delegate_the_step() {
+    Given::with(())
+        .given(vec![
+            submitted(),
+            approved_by(0, "alice"),
+            completed(0),
+            approved_by(1, "bob"),
+        ])
+        .when(delegate("bob", "zoe"))
+        .then_expect_error(DomainError::AlreadyDecided);
+}
+
+// --- withdrawal, cancellation, expiry ------------------------------------------------------
+
+#[test]
+fn only_the_requester_withdraws() {
+    let withdraw = |who: &str| {
+        ApprovalCommand::Withdraw(Withdrawal {
+            actor: Actor::person(who),
+            comment: Some("not needed".into()),
+            expected_version: None,
+            at: at(20),
+        })
+    };
+    Given::with(())
+        .given(vec![submitted()])
+        .when(withdraw("dina"))
+        .then_expect_events(vec![ApprovalEvent::RequestWithdrawn {
+            by: user("dina"),
+            comment: Some("not needed".into()),
+            at: at(20),
+        }]);
+    Given::with(())
+        .given(vec![submitted()])
+        .when(withdraw("alice"))
+        .then_expect_error(DomainError::NotRequester);
+}
+
+#[test]
+fn only_the_source_system_cancels() {
+    let cancel = |system: &str| {
+        ApprovalCommand::Cancel(Cancellation {
+            system: SystemId::new(system),
+            reason: Some("PO deleted".into()),
+            at: at(20),
+        })
+    };
+    Given::with(())
+        .given(vec![submitted()])
+        .when(cancel("erp"))
+        .then_expect_events(vec![ApprovalEvent::RequestCancelled {
+            reason: Some("PO deleted".into()),
+            at: at(20),
+        }]);
+    Given::with(())
+        .given(vec![submitted()])
+        .when(cancel("hr"))
+        .then_expect_error(DomainError::NotFound);
+}
+
+#[test]
+fn a_request_expires_only_once_due() {
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Expire { at: at(30) })
+        .then_expect_error(DomainError::NotDue);
+    Given::with(())
+        .given(vec![submitted()])
+        .when(ApprovalCommand::Expire { at: at(59) })
+        .then_expect_events(vec![ApprovalEvent::RequestExpired { at: at(59) }]);
+}
+
+// --- folding --------------------------------------------------------------------------------
+
+#[test]
+fn folding_the_events_gives_the_state_the_read_side_shows() {
+    let state = fold(&[
+        submitted(),
+        approved_by(0, "alice"),
+        completed(0),
+        approved_by(1, "bob"),
+    ]);
+    let request = state.request.unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.status, Status::Pending);
+    assert_eq!(request.version, 4);
+    assert_eq!(request.current_step, 1);
+    assert_eq!(
+        request.pending_approvers(),
+        vec![&user("carol"), &user("dave")]
+    );
+    assert_eq!(request.steps[0].completed_at, Some(at(10)));
+}
+
+#[test]
+fn a_final_request_awaits_nobody() {
+    let state = fold(&[
+        submitted(),
+        ApprovalEvent::RequestCancelled {
+            reason: None,
+            at: at(20),
+        },
+    ]);
+    let request = state.request.unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.status, Status::Cancelled);
+    assert!(request.pending_approvers().is_empty());
+    assert_eq!(request.outcome.map(|o| o.at), Some(at(20)));
+}
+
+#[test]
+fn events_keep_their_wire_names() {
+    let value = serde_json::to_value(Rule::AtLeast(2)).unwrap_or_default();
+    assert_eq!(value, json!({"at_least": 2}));
+    assert_eq!(
+        serde_json::to_value(Rule::Any).unwrap_or_default(),
+        json!("any")
+    );
+    let money = serde_json::to_value(Money {
+        value: Decimal::new(125_000, 2),
+        currency: "USD".into(),
+    })
+    .unwrap_or_default();
+    assert_eq!(money, json!({"value": "1250.00", "currency": "USD"}));
+    assert_eq!(submitted().type_name(), "RequestSubmitted");
+}

@@ -1,0 +1,217 @@
+//! The shape and size rules of what comes in: identifiers, texts, money, steps. Each check returns
+//! `DomainError::Invalid` with a message that names the field, so a legacy system's developer can
+//! fix their call from the error alone.
+
+use std::collections::HashSet;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::commands::Submission;
+use crate::error::DomainError;
+use crate::types::{Money, Rule, UserId};
+
+/// The limits of a submission and of a decision.
+pub mod limits {
+    /// Characters of a user id.
+    pub const USER_ID: usize = 128;
+    /// Characters of an external reference.
+    pub const EXTERNAL_REF: usize = 128;
+    /// Characters of a kind.
+    pub const KIND: usize = 64;
+    /// Characters of a title.
+    pub const TITLE: usize = 200;
+    /// Characters of a comment or reason.
+    pub const COMMENT: usize = 2000;
+    /// Characters of a link.
+    pub const LINK: usize = 2048;
+    /// Steps of a request.
+    pub const STEPS: usize = 20;
+    /// Approvers of one step.
+    pub const APPROVERS_PER_STEP: usize = 50;
+    /// Bytes of the serialized `details` object.
+    pub const DETAILS_BYTES: usize = 16 * 1024;
+    /// Digits after the decimal point of an amount.
+    pub const AMOUNT_SCALE: u32 = 6;
+    /// Digits before the decimal point of an amount.
+    pub const AMOUNT_INTEGER_DIGITS: usize = 18;
+}
+
+fn invalid(message: impl Into<String>) -> DomainError {
+    DomainError::Invalid(message.into())
+}
+
+/// Checks a free text: present when required, within `max` characters, no control characters
+/// other than line breaks and tabs.
+pub fn text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    if value.trim().is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(format!("{field} must be at most {max} characters")));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an optional comment or reason.
+pub fn comment(field: &str, value: Option<&str>) -> Result<(), DomainError> {
+    match value {
+        Some(v) if !v.is_empty() => text(field, v, limits::COMMENT),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a one-token name: no white space, no control characters, within `max` characters.
+fn token(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(format!("{field} must be at most {max} characters")));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!(
+            "{field} must not contain white space or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a user id.
+pub fn user(field: &str, value: &UserId) -> Result<(), DomainError> {
+    token(field, value.as_str(), limits::USER_ID)
+}
+
+/// Checks an amount: not negative, at most 18 integer digits and 6 decimals, an ISO 4217 code.
+pub fn money(value: &Money) -> Result<(), DomainError> {
+    if value.value.is_sign_negative() && !value.value.is_zero() {
+        return Err(invalid("amount.value must not be negative"));
+    }
+    if value.value.scale() > limits::AMOUNT_SCALE {
+        return Err(invalid(format!(
+            "amount.value must have at most {} decimals",
+            limits::AMOUNT_SCALE
+        )));
+    }
+    let integer_digits = value.value.trunc().abs().to_string().len();
+    if value.value.trunc() != Decimal::ZERO && integer_digits > limits::AMOUNT_INTEGER_DIGITS {
+        return Err(invalid(format!(
+            "amount.value must have at most {} integer digits",
+            limits::AMOUNT_INTEGER_DIGITS
+        )));
+    }
+    if value.currency.len() != 3 || !value.currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(invalid(
+            "amount.currency must be an ISO 4217 code of three upper-case letters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whole submission: its texts, its steps and its optional parts.
+pub fn submission(s: &Submission) -> Result<(), DomainError> {
+    token("system", s.system.as_str(), limits::KIND)?;
+    text("external_ref", &s.external_ref, limits::EXTERNAL_REF)?;
+    token("kind", &s.kind, limits::KIND)?;
+    text("title", &s.title, limits::TITLE)?;
+    user("requester", &s.requester)?;
+    if let Some(amount) = &s.amount {
+        money(amount)?;
+    }
+    steps(s)?;
+    if let Some(due_at) = s.due_at {
+        if due_at <= s.at {
+            return Err(invalid("due_at must be in the future"));
+        }
+    }
+    if let Some(details) = &s.details {
+        if !details.is_object() {
+            return Err(invalid("details must be a JSON object"));
+        }
+        if serialized_len(details) > limits::DETAILS_BYTES {
+            return Err(invalid(format!(
+                "details must be at most {} bytes of JSON",
+                limits::DETAILS_BYTES
+            )));
+        }
+    }
+    if let Some(link) = &s.link {
+        token("link", link, limits::LINK)?;
+        if !(link.starts_with("https://") || link.starts_with("http://")) {
+            return Err(invalid("link must be an http or https URL"));
+        }
+    }
+    Ok(())
+}
+
+fn steps(s: &Submission) -> Result<(), DomainError> {
+    if s.steps.is_empty() {
+        return Err(invalid("steps must not be empty"));
+    }
+    if s.steps.len() > limits::STEPS {
+        return Err(invalid(format!(
+            "a request has at most {} steps",
+            limits::STEPS
+        )));
+    }
+    for (index, step) in s.steps.iter().enumerate() {
+        let field = format!("steps[{index}]");
+        if step.approvers.is_empty() {
+            return Err(invalid(format!("{field}.approvers must not be empty")));
+        }
+        if step.approvers.len() > limits::APPROVERS_PER_STEP {
+            return Err(invalid(format!(
+                "{field}.approvers has more than {} people",
+                limits::APPROVERS_PER_STEP
+            )));
+        }
+        let mut seen = HashSet::new();
+        for approver in &step.approvers {
+            user(&format!("{field}.approvers"), approver)?;
+            if !seen.insert(approver) {
+                return Err(invalid(format!("{field}.approvers names {approver} twice")));
+            }
+            if *approver == s.requester {
+                return Err(invalid(format!(
+                    "{field}.approvers names the requester {approver}: a requester never approves their own request"
+                )));
+            }
+        }
+        if let Rule::AtLeast(n) = step.rule {
+            if n == 0 || n as usize > step.approvers.len() {
+                return Err(invalid(format!(
+                    "{field}.rule at_least must be between 1 and the step's {} approvers",
+                    step.approvers.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The length of a JSON value written compactly, without building the string.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
