@@ -26,6 +26,30 @@ pub enum ApprovalCommand {
     },
 }
 
+impl ApprovalCommand {
+    /// The version the caller said they saw, if they said one.
+    pub fn expected_version(&self) -> Option<u64> {
+        match self {
+            Self::Decide(d) => d.expected_version,
+            Self::Delegate(d) => d.expected_version,
+            Self::Withdraw(w) => w.expected_version,
+            Self::Submit(_) | Self::Cancel(_) | Self::Expire { .. } => None,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Submit(_) => "submit",
+            Self::Decide(d) => d.verdict.as_str(),
+            Self::Delegate(_) => "delegate",
+            Self::Withdraw(_) => "withdraw",
+            Self::Cancel(_) => "cancel",
+            Self::Expire { .. } => "expire",
+        }
+    }
+}
+
 /// A request as a legacy system submits it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Submission {

@@ -1,1 +1,139 @@
+//! The read side of approval-ledger: how events fold into the read models the API serves, and the
+//! queries that read them.
+//!
+//! # Layout
+//! - [`FeedEvent`], [`Position`]: an event as the global feed delivers it, and where it stands.
+//! - [`Projection`]: one read model; `apply` folds a batch of feed events inside the caller's
+//!   transaction, the same transaction that moves the projection's checkpoint (the service's
+//!   projection runner owns that part), so each event takes effect exactly once.
+//! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
+//! - [`inbox`]: what awaits each person at the current step, delegates included.
+//! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
+//!   need it. It folds with the aggregate's own `apply`, so no rule is written twice.
+//!
+//! Every projection takes its tables' schema at construction, so a rebuild can fill a copy of
+//! the tables aside and swap it in. Nothing here reads the feed or owns a connection pool.
+#![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::future::Future;
+
+use approval_aggregates::{ApprovalEvent, RequestId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub mod fold;
+pub mod inbox;
+pub mod lookup;
+pub mod requests;
+
+/// Where an event stands in the global feed: the writing transaction's id, then the event's
+/// global id. Ordering by this pair is the feed's order.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The id of the transaction that appended the event.
+    pub tx_id: i64,
+    /// The event's identity value, unique and increasing within a transaction.
+    pub global_id: i64,
+}
+
+impl Position {
+    /// The position before every event.
+    pub const START: Self = Self {
+        tx_id: 0,
+        global_id: 0,
+    };
+}
+
+/// An event as the global feed delivers it: stored columns plus the decoded, upcast event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedEvent {
+    /// Its place in the feed.
+    pub position: Position,
+    /// Its stable id.
+    pub event_id: Uuid,
+    /// The request it belongs to.
+    pub request_id: RequestId,
+    /// Its sequence within the request, from 1: the request's version after it.
+    pub sequence: i64,
+    /// The stored type name.
+    pub event_type: String,
+    /// The version it is read in (after upcasting).
+    pub event_version: String,
+    /// The event.
+    pub event: ApprovalEvent,
+    /// The event's body as JSON, in the current version, without the enum tag.
+    pub payload: serde_json::Value,
+    /// What the command path recorded beside it (request id, actor, idempotency key).
+    pub metadata: HashMap<String, String>,
+    /// When its row was written.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Why a projection could not apply a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored state could not be read or written as JSON.
+    #[error("state encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+/// A read model folded from the feed.
+pub trait Projection: Send + Sync + 'static {
+    /// Its name: the key of its checkpoint and the argument of `projections rebuild`.
+    fn name(&self) -> &'static str;
+
+    /// Folds `events`, in feed order, into the read model through `conn`, which is inside the
+    /// transaction that will also move the checkpoint. Applying an event twice must change
+    /// nothing (each projection skips what a request's version shows it has seen), so a
+    /// rebuild can replay over a live copy.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [FeedEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+
+    /// The tables it owns, unqualified, in the order they can be created.
+    fn tables(&self) -> &'static [&'static str];
+}
+
+/// The PostgreSQL schema a projection's tables live in: `public` for the live read models, another
+/// one while a rebuild fills a copy aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema(String);
+
+impl Schema {
+    /// The live read models' schema.
+    pub fn live() -> Self {
+        Self("public".into())
+    }
+
+    /// A schema name, if it is safe to splice into SQL: lower-case letters, digits, underscore.
+    pub fn new(name: &str) -> Option<Self> {
+        let ok = !name.is_empty()
+            && name.len() <= 48
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        ok.then(|| Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `schema.table`, for SQL.
+    pub fn table(&self, table: &str) -> String {
+        format!("{}.{}", self.0, table)
+    }
+}

@@ -1,0 +1,63 @@
+//! Per-request state for the projections that need it: load the states a batch touches in one
+//! query, fold the batch with the aggregate's own `apply`, and report what changed.
+//!
+//! A request's stored version says which events it has seen, so an event at or below it is
+//! skipped: replaying a batch changes nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use approval_aggregates::{ApprovalRequest, Request};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{FeedEvent, ProjectionError};
+
+/// The states a batch touched, after folding it.
+#[derive(Debug, Default)]
+pub struct Folded {
+    /// Every loaded or created state, by request id.
+    pub states: HashMap<Uuid, Request>,
+    /// The requests whose state changed, in the order the batch first touched them.
+    pub changed: Vec<Uuid>,
+    /// The indexes (into the batch) of the events that were applied.
+    pub applied: Vec<usize>,
+}
+
+/// Loads the states of the batch's requests with `select_sql` (which takes a `uuid[]` and returns
+/// `(uuid, jsonb)` rows), then folds the batch into them.
+pub async fn fold_batch(
+    conn: &mut PgConnection,
+    select_sql: &str,
+    events: &[FeedEvent],
+) -> Result<Folded, ProjectionError> {
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.request_id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(select_sql)
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?;
+    let mut folded = Folded::default();
+    let mut touched = HashSet::new();
+    for (id, state) in rows {
+        folded.states.insert(id, serde_json::from_value(state)?);
+    }
+    for (index, event) in events.iter().enumerate() {
+        let id = event.request_id.0;
+        let mut aggregate = ApprovalRequest {
+            request: folded.states.remove(&id),
+        };
+        let seen = aggregate.request.as_ref().map_or(0, |r| r.version);
+        if u64::try_from(event.sequence).unwrap_or(0) > seen {
+            aggregate.fold(event.event.clone());
+            folded.applied.push(index);
+            if touched.insert(id) {
+                folded.changed.push(id);
+            }
+        }
+        if let Some(request) = aggregate.request {
+            folded.states.insert(id, request);
+        }
+    }
+    Ok(folded)
+}

@@ -1,0 +1,310 @@
+//! Projection `inbox`: one row per person and pending request that awaits their decision at its
+//! current step. Delegates are approvers of the step, so their inbox holds what was handed to
+//! them. The order is "oldest due first": due time (none last), then submission, then id.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::fold::fold_batch;
+use crate::{FeedEvent, Projection, ProjectionError, Schema};
+
+/// The projection.
+#[derive(Debug, Clone)]
+pub struct InboxProjection {
+    select_states: String,
+    upsert_states: String,
+    delete_items: String,
+    insert_items: String,
+}
+
+/// The sort key of a request with no due time: after every real one.
+fn no_due_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl InboxProjection {
+    /// Its name.
+    pub const NAME: &'static str = "inbox";
+
+    /// The projection writing to the tables of `schema`.
+    pub fn new(schema: &Schema) -> Self {
+        let inbox = schema.table("rm_inbox");
+        let states = schema.table("rm_inbox_state");
+        Self {
+            select_states: format!(
+                "SELECT request_id, state FROM {states} WHERE request_id = ANY($1)"
+            ),
+            upsert_states: format!(
+                "INSERT INTO {states} (request_id, state) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::jsonb[]) \
+                 ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state"
+            ),
+            delete_items: format!("DELETE FROM {inbox} WHERE request_id = ANY($1)"),
+            insert_items: format!(
+                "INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
+                     amount_currency, requester, submitted_at, due_at, due_key, step, status, version) \
+                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], \
+                     $11::timestamptz[], $12::int4[], $13::text[], $14::int8[])"
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ItemRows {
+    user_id: Vec<String>,
+    request_id: Vec<Uuid>,
+    system: Vec<String>,
+    kind: Vec<String>,
+    title: Vec<String>,
+    amount_value: Vec<Option<String>>,
+    amount_currency: Vec<Option<String>>,
+    requester: Vec<String>,
+    submitted_at: Vec<DateTime<Utc>>,
+    due_at: Vec<Option<DateTime<Utc>>>,
+    due_key: Vec<DateTime<Utc>>,
+    step: Vec<i32>,
+    status: Vec<&'static str>,
+    version: Vec<i64>,
+}
+
+impl Projection for InboxProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_inbox", "rm_inbox_state"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut folded = fold_batch(conn, &self.select_states, events).await?;
+        if folded.changed.is_empty() {
+            return Ok(());
+        }
+        let mut items = ItemRows::default();
+        let mut state_json = Vec::with_capacity(folded.changed.len());
+        for id in &folded.changed {
+            let Some(r) = folded.states.get_mut(id) else {
+                continue;
+            };
+            // The inbox never shows details; keeping them out keeps this table small.
+            r.details = None;
+            state_json.push(serde_json::to_value(&*r)?);
+            for user in r.pending_approvers() {
+                items.user_id.push(user.0.clone());
+                items.request_id.push(*id);
+                items.system.push(r.system.0.clone());
+                items.kind.push(r.kind.clone());
+                items.title.push(r.title.clone());
+                items
+                    .amount_value
+                    .push(r.amount.as_ref().map(|m| m.value.to_string()));
+                items
+                    .amount_currency
+                    .push(r.amount.as_ref().map(|m| m.currency.clone()));
+                items.requester.push(r.requester.0.clone());
+                items.submitted_at.push(r.submitted_at);
+                items.due_at.push(r.due_at);
+                items.due_key.push(r.due_at.unwrap_or_else(no_due_time));
+                items
+                    .step
+                    .push(i32::try_from(r.current_step).unwrap_or(i32::MAX));
+                items.status.push(r.status.as_str());
+                items
+                    .version
+                    .push(i64::try_from(r.version).unwrap_or(i64::MAX));
+            }
+        }
+        sqlx::query(&self.delete_items)
+            .bind(&folded.changed)
+            .execute(&mut *conn)
+            .await?;
+        if !items.user_id.is_empty() {
+            sqlx::query(&self.insert_items)
+                .bind(&items.user_id)
+                .bind(&items.request_id)
+                .bind(&items.system)
+                .bind(&items.kind)
+                .bind(&items.title)
+                .bind(&items.amount_value)
+                .bind(&items.amount_currency)
+                .bind(&items.requester)
+                .bind(&items.submitted_at)
+                .bind(&items.due_at)
+                .bind(&items.due_key)
+                .bind(&items.step)
+                .bind(&items.status)
+                .bind(&items.version)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(&self.upsert_states)
+            .bind(&folded.changed)
+            .bind(&state_json)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One item of a person's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct InboxRow {
+    /// The request.
+    pub request_id: Uuid,
+    /// Its system.
+    pub system: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its title.
+    pub title: String,
+    /// Its amount's decimal string.
+    pub amount_value: Option<String>,
+    /// Its amount's currency.
+    pub amount_currency: Option<String>,
+    /// Who asked.
+    pub requester: String,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// When it is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The sort key (due time, none last).
+    pub due_key: DateTime<Utc>,
+    /// The current step's index.
+    pub step: i32,
+    /// Its status.
+    pub status: String,
+    /// Its version.
+    pub version: i64,
+}
+
+/// Where a page of the inbox ends: the sort key of its last item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxCursor {
+    due_key: DateTime<Utc>,
+    submitted_at: DateTime<Utc>,
+    request_id: Uuid,
+}
+
+impl InboxCursor {
+    /// The cursor after `row`.
+    pub fn after(row: &InboxRow) -> Self {
+        Self {
+            due_key: row.due_key,
+            submitted_at: row.submitted_at,
+            request_id: row.request_id,
+        }
+    }
+
+    /// The opaque text a client sends back.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.due_key.timestamp_micros(),
+            self.submitted_at.timestamp_micros(),
+            self.request_id.simple()
+        )
+    }
+
+    /// Reads a cursor a client sent back; `None` when it is not one of ours.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, '.');
+        let due = parts.next()?.parse::<i64>().ok()?;
+        let submitted = parts.next()?.parse::<i64>().ok()?;
+        let id = Uuid::try_parse(parts.next()?).ok()?;
+        Some(Self {
+            due_key: DateTime::from_timestamp_micros(due)?,
+            submitted_at: DateTime::from_timestamp_micros(submitted)?,
+            request_id: id,
+        })
+    }
+}
+
+/// What to show of an inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxQuery {
+    /// Only this system's requests.
+    pub system: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Items after this cursor.
+    pub cursor: Option<InboxCursor>,
+    /// At most this many items.
+    pub limit: i64,
+}
+
+/// A page of an inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    /// The items, oldest due first.
+    pub items: Vec<InboxRow>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<InboxCursor>,
+    /// How many items match the filters, on every page.
+    pub total: i64,
+}
+
+/// A page of `user`'s inbox.
+pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage, ProjectionError> {
+    let filters =
+        "user_id = $1 AND ($2::text IS NULL OR system = $2) AND ($3::text IS NULL OR kind = $3)";
+    let sql = format!(
+        "SELECT request_id, system, kind, title, amount_value, amount_currency, requester, \
+             submitted_at, due_at, due_key, step, status, version, \
+             (SELECT count(*) FROM rm_inbox WHERE {filters}) AS total \
+         FROM rm_inbox WHERE {filters} \
+           AND ($4::timestamptz IS NULL OR (due_key, submitted_at, request_id) > ($4, $5, $6)) \
+         ORDER BY due_key, submitted_at, request_id LIMIT $7"
+    );
+    let cursor = q.cursor;
+    let mut fetched: Vec<InboxRowWithTotal> = sqlx::query_as(&sql)
+        .bind(user)
+        .bind(&q.system)
+        .bind(&q.kind)
+        .bind(cursor.map(|c| c.due_key))
+        .bind(cursor.map(|c| c.submitted_at))
+        .bind(cursor.map(|c| c.request_id))
+        .bind(q.limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let total = match fetched.first() {
+        Some(first) => first.total,
+        None if cursor.is_none() => 0,
+        None => {
+            let (total,): (i64,) =
+                sqlx::query_as(&format!("SELECT count(*) FROM rm_inbox WHERE {filters}"))
+                    .bind(user)
+                    .bind(&q.system)
+                    .bind(&q.kind)
+                    .fetch_one(pool)
+                    .await?;
+            total
+        }
+    };
+    let has_more = fetched.len() as i64 > q.limit;
+    fetched.truncate(usize::try_from(q.limit).unwrap_or(0));
+    let items: Vec<InboxRow> = fetched.into_iter().map(|r| r.row).collect();
+    let next = if has_more {
+        items.last().map(InboxCursor::after)
+    } else {
+        None
+    };
+    Ok(InboxPage { items, next, total })
+}
+
+#[derive(sqlx::FromRow)]
+struct InboxRowWithTotal {
+    #[sqlx(flatten)]
+    row: InboxRow,
+    total: i64,
+}

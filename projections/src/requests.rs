@@ -1,0 +1,235 @@
+//! Projection `requests`: each request's folded state (the detail the API shows) and its
+//! timeline, one entry per event.
+
+use approval_aggregates::{ApprovalEvent, Request};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::fold::fold_batch;
+use crate::{FeedEvent, Projection, ProjectionError, Schema};
+
+/// The projection.
+#[derive(Debug, Clone)]
+pub struct RequestsProjection {
+    select_states: String,
+    upsert_states: String,
+    insert_timeline: String,
+}
+
+impl RequestsProjection {
+    /// Its name.
+    pub const NAME: &'static str = "requests";
+
+    /// The projection writing to the tables of `schema`.
+    pub fn new(schema: &Schema) -> Self {
+        let requests = schema.table("rm_requests");
+        let timeline = schema.table("rm_timeline");
+        Self {
+            select_states: format!("SELECT id, state FROM {requests} WHERE id = ANY($1)"),
+            upsert_states: format!(
+                "INSERT INTO {requests} (id, system, external_ref, requester, status, version, state, \
+                     submitted_at, updated_at, due_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::int8[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) \
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, version = EXCLUDED.version, \
+                     state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at"
+            ),
+            insert_timeline: format!(
+                "INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, comment, \
+                     step, delegate, occurred_at, recorded_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
+                     $6::text[], $7::int4[], $8::text[], $9::timestamptz[], $10::timestamptz[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct StateRows {
+    id: Vec<Uuid>,
+    system: Vec<String>,
+    external_ref: Vec<String>,
+    requester: Vec<String>,
+    status: Vec<&'static str>,
+    version: Vec<i64>,
+    state: Vec<serde_json::Value>,
+    submitted_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+    due_at: Vec<Option<DateTime<Utc>>>,
+}
+
+#[derive(Default)]
+struct TimelineRows {
+    request_id: Vec<Uuid>,
+    sequence: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<String>,
+    actor: Vec<Option<String>>,
+    comment: Vec<Option<String>>,
+    step: Vec<Option<i32>>,
+    delegate: Vec<Option<String>>,
+    occurred_at: Vec<DateTime<Utc>>,
+    recorded_at: Vec<DateTime<Utc>>,
+}
+
+/// The step an event happened at, and the delegate it named, for the timeline.
+fn step_and_delegate(event: &ApprovalEvent) -> (Option<i32>, Option<String>) {
+    let step = |s: &usize| i32::try_from(*s).ok();
+    match event {
+        ApprovalEvent::ApprovalRecorded { step: s, .. }
+        | ApprovalEvent::StepCompleted { step: s, .. }
+        | ApprovalEvent::RequestRejected { step: s, .. }
+        | ApprovalEvent::RequestReturned { step: s, .. } => (step(s), None),
+        ApprovalEvent::ApproverDelegated { step: s, to, .. } => (step(s), Some(to.0.clone())),
+        _ => (None, None),
+    }
+}
+
+impl Projection for RequestsProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_requests", "rm_timeline"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+    ) -> Result<(), ProjectionError> {
+        let folded = fold_batch(conn, &self.select_states, events).await?;
+        if folded.changed.is_empty() {
+            return Ok(());
+        }
+        let mut rows = StateRows::default();
+        for id in &folded.changed {
+            let Some(r) = folded.states.get(id) else {
+                continue;
+            };
+            rows.id.push(*id);
+            rows.system.push(r.system.0.clone());
+            rows.external_ref.push(r.external_ref.clone());
+            rows.requester.push(r.requester.0.clone());
+            rows.status.push(r.status.as_str());
+            rows.version
+                .push(i64::try_from(r.version).unwrap_or(i64::MAX));
+            rows.state.push(serde_json::to_value(r)?);
+            rows.submitted_at.push(r.submitted_at);
+            rows.updated_at.push(r.updated_at);
+            rows.due_at.push(r.due_at);
+        }
+        sqlx::query(&self.upsert_states)
+            .bind(&rows.id)
+            .bind(&rows.system)
+            .bind(&rows.external_ref)
+            .bind(&rows.requester)
+            .bind(&rows.status)
+            .bind(&rows.version)
+            .bind(&rows.state)
+            .bind(&rows.submitted_at)
+            .bind(&rows.updated_at)
+            .bind(&rows.due_at)
+            .execute(&mut *conn)
+            .await?;
+
+        let mut t = TimelineRows::default();
+        for &index in &folded.applied {
+            let e = &events[index];
+            let (actor, comment) = e.event.actor_and_comment();
+            let (step, delegate) = step_and_delegate(&e.event);
+            t.request_id.push(e.request_id.0);
+            t.sequence.push(e.sequence);
+            t.event_id.push(e.event_id);
+            t.event_type.push(e.event_type.clone());
+            t.actor.push(actor.map(|a| a.0.clone()));
+            t.comment.push(comment.map(str::to_owned));
+            t.step.push(step);
+            t.delegate.push(delegate);
+            t.occurred_at.push(e.event.at());
+            t.recorded_at.push(e.recorded_at);
+        }
+        sqlx::query(&self.insert_timeline)
+            .bind(&t.request_id)
+            .bind(&t.sequence)
+            .bind(&t.event_id)
+            .bind(&t.event_type)
+            .bind(&t.actor)
+            .bind(&t.comment)
+            .bind(&t.step)
+            .bind(&t.delegate)
+            .bind(&t.occurred_at)
+            .bind(&t.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One entry of a request's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct TimelineEntry {
+    /// The event's sequence: the request's version after it.
+    pub sequence: i64,
+    /// The event's stable id.
+    pub event_id: Uuid,
+    /// The event's type name.
+    pub event_type: String,
+    /// The person who acted, if a person did.
+    pub actor: Option<String>,
+    /// Their comment or reason.
+    pub comment: Option<String>,
+    /// The step it happened at.
+    pub step: Option<i32>,
+    /// The person a delegation named.
+    pub delegate: Option<String>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The current state of request `id`, if the projection has it.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Request>, ProjectionError> {
+    let row: Option<(serde_json::Value,)> =
+        sqlx::query_as("SELECT state FROM rm_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match row {
+        Some((state,)) => Some(serde_json::from_value(state)?),
+        None => None,
+    })
+}
+
+/// The timeline of request `id`, oldest first.
+pub async fn timeline(pool: &PgPool, id: Uuid) -> Result<Vec<TimelineEntry>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT sequence, event_id, event_type, actor, comment, step, delegate, occurred_at, recorded_at \
+         FROM rm_timeline WHERE request_id = $1 ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Up to `limit` pending requests whose due time is at or before `now`.
+pub async fn overdue(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, ProjectionError> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM rm_requests WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= $1 \
+         ORDER BY due_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}

@@ -1,0 +1,67 @@
+//! The command line: `serve`, `migrate`, `token` (and, as they land, `audit`, `projections`,
+//! `dead-letters`). Each subcommand lives in its own module; `main` only parses and dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod token;
+
+/// approval-ledger: one approval inbox in front of many legacy systems.
+#[derive(Debug, Parser)]
+#[command(name = "approval-ledger", version, about, long_about = None)]
+pub struct Cli {
+    /// A TOML configuration file (default: ./approval-ledger.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A part of the service that `serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The HTTP API and the command path.
+    Api,
+    /// Projections, the relay, the legacy-sync and push handlers, the scheduler.
+    Worker,
+    /// Both.
+    All,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: applies migrations (creating the database if missing), then serves
+    /// until SIGINT or SIGTERM, draining in-flight work before it exits.
+    Serve {
+        /// The parts to run, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        role: Vec<Role>,
+    },
+    /// Apply pending migrations (creating the database if missing) and exit.
+    Migrate,
+    /// Print a signed bearer token for USER (development and tests).
+    Token {
+        /// The user id (the token's `sub`).
+        user: String,
+        /// A role to grant: `auditor` or `admin`; repeat for several.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// How long the token is valid: `90s`, `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+impl Command {
+    /// The roles `serve` was asked to run.
+    pub fn roles(roles: &[Role]) -> crate::startup::Roles {
+        let all = roles.is_empty() || roles.contains(&Role::All);
+        crate::startup::Roles {
+            api: all || roles.contains(&Role::Api),
+            worker: all || roles.contains(&Role::Worker),
+        }
+    }
+}

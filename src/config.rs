@@ -1,0 +1,357 @@
+//! Configuration: built-in defaults (`config/default.toml`, embedded), then the file named by
+//! `--config` (or `./approval-ledger.toml` when present), then `APPROVAL_LEDGER_<SECTION>__<KEY>`
+//! environment variables. Secrets are [`Secret`]s, which never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The JWT secret of the defaults: accepted only in development.
+pub const DEVELOPMENT_JWT_SECRET: &str = "dev-only-secret";
+
+/// The demo system `serve` adds in development when no system is configured.
+pub const DEMO_SYSTEM: &str = "erp";
+/// The demo system's secret.
+pub const DEMO_SYSTEM_SECRET: &str = "erp-shared-secret";
+
+/// A secret value: compared and used, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret's bytes, for keying a MAC.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Every setting.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Where it runs.
+    pub app: AppSettings,
+    /// The HTTP server.
+    pub http: HttpSettings,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// RabbitMQ.
+    pub broker: BrokerSettings,
+    /// Tokens of people.
+    pub auth: AuthSettings,
+    /// The command path.
+    pub ledger: LedgerSettings,
+    /// Readers of the global feed.
+    pub feed: FeedSettings,
+    /// Push notifications.
+    pub push: PushSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The legacy systems, by key.
+    #[serde(default)]
+    pub systems: BTreeMap<String, SystemSettings>,
+}
+
+/// Where it runs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppSettings {
+    /// `development` allows the built-in secrets.
+    pub environment: String,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Address and port; port 0 picks a free one.
+    pub bind: String,
+    /// Worker threads; 0 is one per CPU.
+    pub workers: usize,
+    /// Largest body, in bytes.
+    pub body_limit: usize,
+    /// Most items of a bulk decision.
+    pub bulk_limit: usize,
+    /// Largest inbox page.
+    pub page_limit: i64,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// The connection URL; the database is created when missing.
+    pub url: Secret,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection.
+    pub acquire_timeout_ms: u64,
+}
+
+/// RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSettings {
+    /// The AMQP URL.
+    pub url: Secret,
+    /// The topic exchange; every name declared in RabbitMQ derives from it.
+    pub exchange: String,
+}
+
+/// Tokens of people.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// The HS256 key.
+    pub jwt_secret: Secret,
+    /// The `iss` tokens carry.
+    pub issuer: String,
+    /// The `aud` tokens carry.
+    pub audience: String,
+    /// How far a system's timestamp may be from now.
+    pub signature_window_secs: i64,
+}
+
+/// The command path.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LedgerSettings {
+    /// Retries after an optimistic-lock conflict when no `expected_version` was given.
+    pub conflict_retries: u32,
+    /// How long a command waits for its own write to show in the read models.
+    pub read_your_writes_ms: u64,
+    /// How often overdue requests are expired; 0 turns it off.
+    pub expiry_interval_ms: u64,
+}
+
+/// Readers of the global feed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeedSettings {
+    /// Events per batch.
+    pub batch_size: i64,
+    /// The longest sleep without a wake-up.
+    pub poll_interval_ms: u64,
+}
+
+/// Push notifications.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PushSettings {
+    /// `log` or `fcm`.
+    pub provider: String,
+    /// FCM's base URL.
+    pub fcm_endpoint: String,
+    /// FCM project.
+    pub fcm_project: String,
+    /// A static bearer for FCM.
+    pub fcm_bearer: Secret,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// The default level filter.
+    pub level: String,
+}
+
+/// One legacy system.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SystemSettings {
+    /// Its human name.
+    pub name: String,
+    /// The HMAC key of both directions.
+    pub secret: Secret,
+    /// Where decisions are sent.
+    pub callback_url: String,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or does not fit.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is refused.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then `file` (or `./approval-ledger.toml`), then the
+    /// environment (or `env`, when given, in its place: tests pass their own).
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<BTreeMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        builder = match file {
+            Some(path) => builder.add_source(config::File::from(path).required(true)),
+            None => {
+                builder.add_source(config::File::with_name("approval-ledger.toml").required(false))
+            }
+        };
+        let environment = config::Environment::with_prefix("APPROVAL_LEDGER")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(false);
+        let environment = match env {
+            Some(vars) => environment.source(Some(vars.into_iter().collect())),
+            None => environment,
+        };
+        let settings: Self = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.checked()
+    }
+
+    /// Whether the built-in secrets are allowed.
+    pub fn is_development(&self) -> bool {
+        self.app.environment == "development"
+    }
+
+    /// Refuses what cannot work, and the development secrets outside development; adds the demo
+    /// system in development when none is configured.
+    fn checked(mut self) -> Result<Self, ConfigError> {
+        if self.systems.is_empty() && self.is_development() {
+            self.systems.insert(
+                DEMO_SYSTEM.into(),
+                SystemSettings {
+                    name: "Demo ERP (development only)".into(),
+                    secret: Secret::new(DEMO_SYSTEM_SECRET),
+                    callback_url: "http://127.0.0.1:9001/approvals/callback".into(),
+                },
+            );
+        }
+        for (key, system) in &self.systems {
+            let ok_key = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !ok_key {
+                return Err(ConfigError::Invalid(format!(
+                    "system key {key:?} must be lower-case letters, digits, '_' or '-'"
+                )));
+            }
+            if system.secret.expose().len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "systems.{key}.secret must be at least 8 characters"
+                )));
+            }
+            if !self.is_development() && system.secret.expose() == DEMO_SYSTEM_SECRET {
+                return Err(ConfigError::Invalid(format!(
+                    "systems.{key}.secret is the development secret; set a real one"
+                )));
+            }
+        }
+        if !self.is_development() && self.auth.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_secret is the development secret; set APPROVAL_LEDGER_AUTH__JWT_SECRET \
+                 or run with app.environment = \"development\""
+                    .into(),
+            ));
+        }
+        if self.auth.jwt_secret.expose().is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_secret must not be empty".into(),
+            ));
+        }
+        if !matches!(self.push.provider.as_str(), "log" | "fcm") {
+            return Err(ConfigError::Invalid(format!(
+                "push.provider must be \"log\" or \"fcm\", not {:?}",
+                self.push.provider
+            )));
+        }
+        if self.feed.batch_size < 1 || self.http.page_limit < 1 || self.http.bulk_limit < 1 {
+            return Err(ConfigError::Invalid(
+                "feed.batch_size, http.page_limit and http.bulk_limit must be positive".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The development secrets in use, for the loud warning at start.
+    pub fn development_secrets_in_use(&self) -> Vec<String> {
+        let mut used = vec![];
+        if self.auth.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET {
+            used.push("auth.jwt_secret".to_string());
+        }
+        for (key, system) in &self.systems {
+            if system.secret.expose() == DEMO_SYSTEM_SECRET {
+                used.push(format!("systems.{key}.secret"));
+            }
+        }
+        used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_defaults_run_a_development_service_with_the_demo_system() -> Result<(), ConfigError> {
+        let s = Settings::load(None, env(&[]))?;
+        assert_eq!(s.http.bind, "127.0.0.1:8080");
+        assert_eq!(s.broker.exchange, "approval.events");
+        assert!(s.systems.contains_key(DEMO_SYSTEM));
+        assert_eq!(s.development_secrets_in_use().len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn environment_variables_override_with_double_underscores() -> Result<(), ConfigError> {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("APPROVAL_LEDGER_DATABASE__URL", "postgres://x@db/ledger"),
+                ("APPROVAL_LEDGER_HTTP__BULK_LIMIT", "7"),
+                ("APPROVAL_LEDGER_SYSTEMS__HR__NAME", "HR"),
+                ("APPROVAL_LEDGER_SYSTEMS__HR__SECRET", "hr-secret-123"),
+                ("APPROVAL_LEDGER_SYSTEMS__HR__CALLBACK_URL", "http://hr/cb"),
+            ]),
+        )?;
+        assert_eq!(s.database.url.expose(), "postgres://x@db/ledger");
+        assert_eq!(s.http.bulk_limit, 7);
+        assert!(s.systems.contains_key("hr"));
+        assert!(!s.systems.contains_key(DEMO_SYSTEM));
+        Ok(())
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        let result = Settings::load(
+            None,
+            env(&[("APPROVAL_LEDGER_APP__ENVIRONMENT", "production")]),
+        );
+        assert!(matches!(result, Err(ConfigError::Invalid(m)) if m.contains("jwt_secret")));
+    }
+
+    #[test]
+    fn secrets_never_print() -> Result<(), ConfigError> {
+        let s = Settings::load(None, env(&[]))?;
+        let printed = format!("{s:?}");
+        assert!(!printed.contains(DEVELOPMENT_JWT_SECRET));
+        assert!(!printed.contains(DEMO_SYSTEM_SECRET));
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The command path: load the request, let the aggregate decide, append the events, and wait
+//! (bounded) until the read models show them, so the caller reads their own write.
+//!
+//! One load, one append transaction. An optimistic-lock conflict (another command appended first)
+//! is retried here a bounded number of times when the caller gave no `expected_version`, so a
+//! caller only hears of a conflict when the request really moved on under them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_aggregates::{ApprovalCommand, ApprovalRequest, DomainError, Request, RequestId};
+use approval_projections::Position;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore as _};
+use sqlx::PgPool;
+
+use crate::config::LedgerSettings;
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::store::signal::CommitSignal;
+use crate::store::{self, EventStore};
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The aggregate refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Another command changed the request first and this one no longer applies.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database is not reachable now.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A fault in the service; the details are logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The request after the command.
+    pub request: Request,
+    /// Whether events were appended (a repeated submission appends none).
+    pub written: bool,
+    /// The feed position of the last appended event.
+    pub position: Option<Position>,
+}
+
+/// What the command path records beside the events: who and what caused them.
+#[derive(Debug, Clone, Default)]
+pub struct CommandMeta {
+    /// The HTTP request id, to follow a decision from phone to legacy system.
+    pub request_id: Option<String>,
+    /// The person who acted.
+    pub actor: Option<String>,
+    /// The system that acted.
+    pub system: Option<String>,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandMeta {
+    fn to_map(&self) -> HashMap<String, String> {
+        [
+            ("request_id", &self.request_id),
+            ("actor", &self.actor),
+            ("system", &self.system),
+            ("idempotency_key", &self.idempotency_key),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+        .collect()
+    }
+}
+
+/// The command path.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<EventStore>,
+    pool: PgPool,
+    signal: CommitSignal,
+    progress: Progress,
+    settings: LedgerSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl Ledger {
+    /// A command path over `pool`.
+    pub fn new(
+        pool: PgPool,
+        signal: CommitSignal,
+        progress: Progress,
+        settings: LedgerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store: Arc::new(store::event_store(pool.clone())),
+            pool,
+            signal,
+            progress,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Executes `command` on request `id` and waits until the read models show its effect.
+    pub async fn execute(
+        &self,
+        id: RequestId,
+        command: ApprovalCommand,
+        meta: &CommandMeta,
+    ) -> Result<Executed, LedgerError> {
+        let executed = self.execute_unseen(id, command, meta).await?;
+        if let Some(position) = executed.position {
+            self.wait_visible(position).await;
+        }
+        Ok(executed)
+    }
+
+    /// Waits (bounded) until every read model has applied the event at `position`.
+    pub async fn wait_visible(&self, position: Position) {
+        let timeout = Duration::from_millis(self.settings.read_your_writes_ms);
+        if !self.progress.wait_for(position, timeout).await {
+            self.metrics.read_your_writes_timeouts.inc();
+            tracing::debug!(?position, "answering before the read models show the write");
+        }
+    }
+
+    /// Executes `command` on request `id` without waiting for the read models.
+    pub async fn execute_unseen(
+        &self,
+        id: RequestId,
+        command: ApprovalCommand,
+        meta: &CommandMeta,
+    ) -> Result<Executed, LedgerError> {
+        let name = command.name();
+        let result = self.append(id, command, meta).await;
+        let outcome = match &result {
+            Ok(e) if e.written => "ok",
+            Ok(_) => "noop",
+            Err(LedgerError::Domain(_)) => "refused",
+            Err(LedgerError::Conflict(_)) => "conflict",
+            Err(LedgerError::Unavailable(_)) => "unavailable",
+            Err(LedgerError::Internal(_)) => "internal",
+        };
+        self.metrics.command(name, outcome);
+        result
+    }
+
+    async fn append(
+        &self,
+        id: RequestId,
+        command: ApprovalCommand,
+        meta: &CommandMeta,
+    ) -> Result<Executed, LedgerError> {
+        let aggregate_id = id.to_string();
+        let metadata = meta.to_map();
+        let pinned_version = command.expected_version().is_some();
+        let mut lost_race = false;
+        let mut attempt = 0;
+        loop {
+            let mut context = self
+                .store
+                .load_aggregate(&aggregate_id)
+                .await
+                .map_err(storage_error)?;
+            let sink = EventSink::default();
+            if let Err(refusal) = context
+                .aggregate()
+                .handle(command.clone(), &(), &sink)
+                .await
+            {
+                return Err(after_race(refusal, lost_race));
+            }
+            let events = sink.collect().await;
+            let Some(request) = context.aggregate().request.clone() else {
+                return Err(LedgerError::Domain(DomainError::NotFound));
+            };
+            if events.is_empty() {
+                return Ok(Executed {
+                    request,
+                    written: false,
+                    position: None,
+                });
+            }
+            match self.store.commit(events, context, metadata.clone()).await {
+                Ok(committed) => {
+                    self.signal.committed();
+                    let last = committed.last().map_or(0, |e| e.sequence as u64);
+                    let position = store::events::position_of(&self.pool, id, last)
+                        .await
+                        .map_err(sql_error)?;
+                    return Ok(Executed {
+                        request,
+                        written: true,
+                        position,
+                    });
+                }
+                Err(AggregateError::AggregateConflict) if pinned_version => {
+                    return Err(LedgerError::Conflict(
+                        "another decision changed the request first; reload it and decide again"
+                            .into(),
+                    ));
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    attempt += 1;
+                    lost_race = true;
+                    self.metrics.command_retries.inc();
+                    if attempt > self.settings.conflict_retries {
+                        return Err(LedgerError::Conflict(
+                            "the request kept changing; try again".into(),
+                        ));
+                    }
+                    // A little jitter spreads racers apart.
+                    let pause = fastrand::u64(0..=2 * u64::from(attempt));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(other) => return Err(storage_error(other)),
+            }
+        }
+    }
+
+    /// The request as it stood just after event `sequence`, folded from the event store: the
+    /// answer a command that wrote up to `sequence` gave.
+    pub async fn state_at(
+        &self,
+        id: RequestId,
+        sequence: u64,
+    ) -> Result<Option<Request>, LedgerError> {
+        let events = self
+            .store
+            .load_events(&id.to_string())
+            .await
+            .map_err(storage_error)?;
+        let mut aggregate = ApprovalRequest::default();
+        for envelope in events
+            .into_iter()
+            .take_while(|e| e.sequence as u64 <= sequence)
+        {
+            aggregate.apply(envelope.payload);
+        }
+        Ok(aggregate.request)
+    }
+
+    /// The request after the command `actor` sent with idempotency key `key`, if that command
+    /// was appended: how a retry finds its first answer when the answer itself was lost.
+    pub async fn answer_of_key(
+        &self,
+        id: RequestId,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<Request>, LedgerError> {
+        let sequence = store::events::sequence_of_key(&self.pool, id, actor, key)
+            .await
+            .map_err(sql_error)?;
+        match sequence {
+            Some(s) => self.state_at(id, s).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// A refusal that only arose because another command won the race reads as a conflict, unless
+/// the request is now final (then the caller should hear that).
+fn after_race(refusal: DomainError, lost_race: bool) -> LedgerError {
+    match refusal {
+        DomainError::NotPending(_) | DomainError::NotFound => LedgerError::Domain(refusal),
+        other if lost_race => {
+            LedgerError::Conflict(format!("another decision was recorded first: {other}"))
+        }
+        other => LedgerError::Domain(other),
+    }
+}
+
+/// Sorts a failed query into "unavailable, retry" and "fault".
+fn sql_error(err: sqlx::Error) -> LedgerError {
+    if store::is_unavailable(&err) {
+        LedgerError::Unavailable(err.to_string())
+    } else {
+        LedgerError::Internal(err.to_string())
+    }
+}
+
+/// Sorts a storage failure into "unavailable, retry" and "fault".
+fn storage_error(err: AggregateError<DomainError>) -> LedgerError {
+    match err {
+        AggregateError::UserError(e) => LedgerError::Domain(e),
+        AggregateError::AggregateConflict => {
+            LedgerError::Conflict("another decision changed the request first".into())
+        }
+        AggregateError::DatabaseConnectionError(e) => LedgerError::Unavailable(e.to_string()),
+        AggregateError::DeserializationError(e) => LedgerError::Internal(e.to_string()),
+        AggregateError::UnexpectedError(e) => {
+            if store::is_unavailable(e.as_ref()) {
+                LedgerError::Unavailable(e.to_string())
+            } else {
+                LedgerError::Internal(e.to_string())
+            }
+        }
+    }
+}

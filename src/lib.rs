@@ -1,0 +1,31 @@
+//! approval-ledger: one approval inbox in front of many legacy systems, on an event-sourced
+//! PostgreSQL ledger.
+//!
+//! # Layout
+//! - [`config`]: layered settings (defaults, file, environment) and the `Secret` type.
+//! - [`store`]: the event store (cqrs-es on postgres-es), migrations, the gap-free global feed,
+//!   feed checkpoints, idempotency answers, the commit signal. All write-side SQL is here.
+//! - [`ledger`]: the command path: load, decide (the aggregate), append, read-your-writes.
+//! - [`projector`]: runs each projection of the `approval_projections` crate over the feed,
+//!   checkpoint and read model in one transaction.
+//! - [`progress`]: how far the projections are, for read-your-writes.
+//! - [`expiry`]: expires overdue requests.
+//! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
+//! - [`startup`]: builds and runs the roles; [`cli`]: the command line.
+//!
+//! The domain rules are not here: they are in the `approval_aggregates` crate, and the read
+//! models' folding and queries in `approval_projections`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod expiry;
+pub mod http;
+pub mod ledger;
+pub mod metrics;
+pub mod progress;
+pub mod projector;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

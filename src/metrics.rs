@@ -1,0 +1,169 @@
+//! The service's Prometheus metrics: one registry, handles cloned into whoever records.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The method.
+    pub method: String,
+    /// The route's pattern, such as `/v1/requests/{id}/approve`.
+    pub route: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels of an HTTP route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The method.
+    pub method: String,
+    /// The route's pattern.
+    pub route: String,
+}
+
+/// Labels of a command's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// `submit`, `approve`, ...
+    pub command: String,
+    /// `ok`, `noop`, an error code.
+    pub outcome: String,
+}
+
+/// Labels naming a feed reader.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabels {
+    /// The reader's checkpoint name.
+    pub reader: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Every metric.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP answers by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP latency by route.
+    pub http_duration: HistogramFamily<RouteLabels>,
+    /// Commands by outcome.
+    pub commands: Family<CommandLabels, Counter>,
+    /// Optimistic-lock conflicts retried on the server.
+    pub command_retries: Counter,
+    /// Commands answered before the read models showed them.
+    pub read_your_writes_timeouts: Counter,
+    /// Events a feed reader has yet to read.
+    pub reader_lag_events: Family<ReaderLabels, Gauge>,
+    /// Age of the oldest event a feed reader has yet to read.
+    pub reader_lag_seconds: Family<ReaderLabels, Gauge<f64, AtomicU64>>,
+    /// Batches a feed reader failed to apply (and retried).
+    pub reader_errors: Family<ReaderLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("approval_ledger");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by route",
+            http_duration.clone(),
+        );
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register("commands", "Commands, by outcome", commands.clone());
+        let command_retries = Counter::default();
+        registry.register(
+            "command_conflict_retries",
+            "Optimistic-lock conflicts retried on the server",
+            command_retries.clone(),
+        );
+        let read_your_writes_timeouts = Counter::default();
+        registry.register(
+            "read_your_writes_timeouts",
+            "Commands answered before every read model showed them",
+            read_your_writes_timeouts.clone(),
+        );
+        let reader_lag_events = Family::<ReaderLabels, Gauge>::default();
+        registry.register(
+            "feed_reader_lag_events",
+            "Events a feed reader (projection, relay) has yet to read, counted up to 100000",
+            reader_lag_events.clone(),
+        );
+        let reader_lag_seconds = Family::<ReaderLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "feed_reader_lag_seconds",
+            "Age of the oldest event a feed reader has yet to read",
+            reader_lag_seconds.clone(),
+        );
+        let reader_errors = Family::<ReaderLabels, Counter>::default();
+        registry.register(
+            "feed_reader_errors",
+            "Batches a feed reader failed to apply and retried",
+            reader_errors.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            commands,
+            command_retries,
+            read_your_writes_timeouts,
+            reader_lag_events,
+            reader_lag_seconds,
+            reader_errors,
+        }
+    }
+}
+
+impl Metrics {
+    /// The registry, for extensions to register their own metrics at start.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts a command's outcome.
+    pub fn command(&self, command: &str, outcome: &str) {
+        self.commands
+            .get_or_create(&CommandLabels {
+                command: command.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The labels of reader `name`.
+    pub fn reader(name: &str) -> ReaderLabels {
+        ReaderLabels {
+            reader: name.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Builds and runs the service: prepares the database, wires the command path, starts the
+//! roles asked for (`api`: the HTTP server; `worker`: projections and background work), and
+//! stops them in order on shutdown. Tests build the same [`Application`] on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use approval_projections::inbox::InboxProjection;
+use approval_projections::lookup::LookupProjection;
+use approval_projections::requests::RequestsProjection;
+use approval_projections::{Projection, Schema};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http::{self, AppState, Limits};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::projector::{self, RunnerContext};
+use crate::store::db;
+use crate::store::signal::CommitSignal;
+
+/// The names of the projections, in the order they run.
+pub const PROJECTIONS: [&str; 3] = [
+    RequestsProjection::NAME,
+    InboxProjection::NAME,
+    LookupProjection::NAME,
+];
+
+/// Which parts of the service run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API and the command path.
+    pub api: bool,
+    /// Projections and background work.
+    pub worker: bool,
+}
+
+impl Roles {
+    /// Every part.
+    pub const ALL: Self = Self {
+        api: true,
+        worker: true,
+    };
+}
+
+/// A running service.
+pub struct Application {
+    port: Option<u16>,
+    pool: PgPool,
+    stop: CancellationToken,
+    server: Option<(
+        actix_web::dev::ServerHandle,
+        JoinHandle<std::io::Result<()>>,
+    )>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// `host:port` of an AMQP URL, for the readiness probe.
+fn broker_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = rest.split('/').next().unwrap_or("127.0.0.1");
+    if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5672")
+    }
+}
+
+impl Application {
+    /// Prepares the database and starts `roles`.
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        let pool = db::prepare(&settings.database)
+            .await
+            .context("cannot prepare the database")?;
+        let stop = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let signal = CommitSignal::default();
+        let progress = Progress::new(&PROJECTIONS);
+        let ledger = Ledger::new(
+            pool.clone(),
+            signal.clone(),
+            progress.clone(),
+            settings.ledger.clone(),
+            metrics.clone(),
+        );
+        let mut tasks = vec![];
+        let idle = Duration::from_millis(settings.feed.poll_interval_ms);
+
+        if roles.worker {
+            let ctx = RunnerContext {
+                pool: pool.clone(),
+                feed: settings.feed.clone(),
+                progress: progress.clone(),
+                metrics: metrics.clone(),
+            };
+            let schema = Schema::live();
+            tasks.push(spawn_projection(
+                RequestsProjection::new(&schema),
+                &ctx,
+                &signal,
+                &stop,
+            ));
+            tasks.push(spawn_projection(
+                InboxProjection::new(&schema),
+                &ctx,
+                &signal,
+                &stop,
+            ));
+            tasks.push(spawn_projection(
+                LookupProjection::new(&schema),
+                &ctx,
+                &signal,
+                &stop,
+            ));
+            tasks.push(tokio::spawn(
+                signal
+                    .clone()
+                    .listen_to_other_processes(pool.clone(), stop.clone()),
+            ));
+            if settings.ledger.expiry_interval_ms > 0 {
+                tasks.push(tokio::spawn(crate::expiry::run(
+                    ledger.clone(),
+                    pool.clone(),
+                    Duration::from_millis(settings.ledger.expiry_interval_ms),
+                    stop.clone(),
+                )));
+            }
+        }
+
+        let mut port = None;
+        let mut server = None;
+        if roles.api {
+            tasks.push(tokio::spawn(
+                signal
+                    .clone()
+                    .notify_other_processes(pool.clone(), stop.clone()),
+            ));
+            if !roles.worker {
+                tasks.push(tokio::spawn(progress.clone().follow_checkpoints(
+                    pool.clone(),
+                    idle,
+                    stop.clone(),
+                )));
+            }
+            let state = web::Data::new(AppState {
+                ledger: ledger.clone(),
+                pool: pool.clone(),
+                auth: http::auth::Authenticator::new(&settings),
+                limits: Limits {
+                    body: settings.http.body_limit,
+                    bulk: settings.http.bulk_limit,
+                    page: settings.http.page_limit,
+                },
+                metrics: metrics.clone(),
+                broker_address: broker_address(settings.broker.url.expose()),
+            });
+            let listener = TcpListener::bind(&settings.http.bind)
+                .with_context(|| format!("cannot listen on {}", settings.http.bind))?;
+            port = Some(listener.local_addr()?.port());
+            let mut http_server =
+                HttpServer::new(move || App::new().configure(http::configure(state.clone())))
+                    .disable_signals()
+                    .shutdown_timeout(30)
+                    .listen(listener)?;
+            if settings.http.workers > 0 {
+                http_server = http_server.workers(settings.http.workers);
+            }
+            let running = http_server.run();
+            let handle = running.handle();
+            server = Some((handle, tokio::spawn(running)));
+        }
+
+        Ok(Self {
+            port,
+            pool,
+            stop,
+            server,
+            tasks,
+        })
+    }
+
+    /// The HTTP port, when the API runs.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Cancelling this token stops the service.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs until the stop token is cancelled, then stops accepting, drains in-flight requests
+    /// and background work, and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.stop.cancelled().await;
+        self.shutdown().await
+    }
+
+    /// Stops now: the HTTP server gracefully, then the background tasks.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some((handle, task)) = self.server {
+            handle.stop(true).await;
+            task.await.context("the HTTP server task failed")??;
+        }
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a background task ended badly");
+            }
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+fn spawn_projection<P: Projection>(
+    projection: P,
+    ctx: &RunnerContext,
+    signal: &CommitSignal,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(projector::run(
+        projection,
+        ctx.clone(),
+        signal.subscribe(),
+        stop.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_address;
+
+    #[test]
+    fn the_broker_address_comes_from_the_amqp_url() {
+        assert_eq!(
+            broker_address("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(broker_address("amqp://rabbit/vhost"), "rabbit:5672");
+    }
+}

@@ -1,0 +1,55 @@
+//! Where each reader of the feed stands. A reader locks its row at the start of the transaction
+//! that applies a batch and moves it in the same transaction, so the effect and the checkpoint
+//! commit together, and a second instance of the same reader waits instead of applying twice.
+
+use approval_projections::Position;
+use sqlx::{PgConnection, PgPool};
+
+/// The checkpoint of `name`, created at the start of the feed when missing.
+pub async fn load(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
+    sqlx::query("INSERT INTO feed_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    let (tx_id, global_id): (i64, i64) =
+        sqlx::query_as("SELECT tx_id, global_id FROM feed_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
+    Ok(Position { tx_id, global_id })
+}
+
+/// Locks the checkpoint of `name` until the end of the transaction `conn` is in, and returns it.
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    let (tx_id, global_id): (i64, i64) =
+        sqlx::query_as("SELECT tx_id, global_id FROM feed_checkpoints WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_one(conn)
+            .await?;
+    Ok(Position { tx_id, global_id })
+}
+
+/// Moves the checkpoint of `name` to `to`, inside the caller's transaction.
+pub async fn save(conn: &mut PgConnection, name: &str, to: Position) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE feed_checkpoints SET tx_id = $2, global_id = $3, updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(to.tx_id)
+    .bind(to.global_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every checkpoint, by name.
+pub async fn all(pool: &PgPool) -> Result<Vec<(String, Position)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT name, tx_id, global_id FROM feed_checkpoints ORDER BY name")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, tx_id, global_id)| (name, Position { tx_id, global_id }))
+        .collect())
+}

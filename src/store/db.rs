@@ -1,0 +1,81 @@
+//! The database: connecting (creating it when missing) and the embedded migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::DatabaseSettings;
+
+/// The migrations in `migrations/`, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL does not parse.
+    #[error("database.url is not a PostgreSQL URL: {0}")]
+    Url(sqlx::Error),
+    /// The server refused or failed.
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The connect options of `settings`, named so the server's activity view shows who we are.
+pub fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    Ok(PgConnectOptions::from_str(settings.url.expose())
+        .map_err(DbError::Url)?
+        .application_name("approval-ledger")
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+}
+
+/// Creates the database named in `settings` when it does not exist (connecting to the server's
+/// `postgres` database to do so).
+pub async fn create_if_missing(settings: &DatabaseSettings) -> Result<(), DbError> {
+    let target = options(settings)?;
+    let Some(name) = target.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = PgConnection::connect_with(&target.clone().database("postgres")).await?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        let quoted = name.replace('"', "\"\"");
+        match sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another process created it meanwhile.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// A connection pool to the database of `settings`.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_with(options(settings)?)
+        .await?)
+}
+
+/// Creates the database when missing, connects, applies pending migrations.
+pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    create_if_missing(settings).await?;
+    let pool = connect(settings).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}

@@ -1,0 +1,195 @@
+//! The global feed: every event in one order that no reader ever skips.
+//!
+//! Each event row carries the id of the transaction that wrote it (`tx_id`) and an identity
+//! (`global_id`). The feed is ordered by `(tx_id, global_id)` and is read only below the oldest
+//! transaction still running (`pg_snapshot_xmin` of the reading statement's snapshot): every
+//! transaction below it has committed or rolled back, so nothing can appear behind a reader's
+//! cursor later. A rolled-back transaction leaves a hole that nobody waits for. Transaction ids
+//! are handed out before a transaction can see another's commit, so a request's later event is
+//! always behind its earlier one. See docs/decisions/0002-gap-free-feed.md.
+
+use std::collections::HashMap;
+
+use approval_aggregates::upcasters::upcasters;
+use approval_aggregates::{ApprovalEvent, RequestId};
+use approval_projections::{FeedEvent, Position};
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Why a batch could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored event does not decode. Readers stop here rather than skip it.
+    #[error("event at {position:?} ({event_type} {event_version}) does not decode: {message}")]
+    Decode {
+        /// Where it stands.
+        position: Position,
+        /// Its stored type.
+        event_type: String,
+        /// Its stored version.
+        event_version: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A batch of the feed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The events after the cursor, in feed order.
+    pub events: Vec<FeedEvent>,
+    /// Whether committed events exist that are held back behind a transaction still running:
+    /// the reader should look again soon rather than sleep.
+    pub held_back: bool,
+}
+
+/// Reads the global feed.
+pub struct Feed {
+    pool: PgPool,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    tx_id: i64,
+    global_id: i64,
+    event_id: Uuid,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Value,
+    metadata: Value,
+    recorded_at: DateTime<Utc>,
+}
+
+impl Feed {
+    /// A reader over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            upcasters: upcasters(),
+        }
+    }
+
+    /// Up to `limit` events after `after`, in feed order.
+    pub async fn read_after(&self, after: Position, limit: i64) -> Result<Batch, FeedError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT tx_id, global_id, event_id, aggregate_id, sequence, event_type, event_version, \
+                    payload, metadata, recorded_at \
+             FROM events \
+             WHERE (tx_id, global_id) > ($1, $2) \
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+             ORDER BY tx_id, global_id \
+             LIMIT $3",
+        )
+        .bind(after.tx_id)
+        .bind(after.global_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let full = rows.len() as i64 >= limit;
+        let events = rows
+            .into_iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let held_back = if full {
+            false
+        } else {
+            let (held,): (bool,) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM events \
+                 WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            held
+        };
+        Ok(Batch { events, held_back })
+    }
+
+    fn decode(&self, row: Row) -> Result<FeedEvent, FeedError> {
+        let position = Position {
+            tx_id: row.tx_id,
+            global_id: row.global_id,
+        };
+        let fail = |row: &Row, message: String| FeedError::Decode {
+            position,
+            event_type: row.event_type.clone(),
+            event_version: row.event_version.clone(),
+            message,
+        };
+        let request_id = Uuid::try_parse(&row.aggregate_id)
+            .map(RequestId)
+            .map_err(|e| fail(&row, format!("aggregate id: {e}")))?;
+        let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
+            .map_err(|e| fail(&row, format!("metadata: {e}")))?;
+        let upcast = upcast(
+            &self.upcasters,
+            SerializedEvent::new(
+                row.aggregate_id.clone(),
+                usize::try_from(row.sequence).unwrap_or(0),
+                String::new(),
+                row.event_type.clone(),
+                row.event_version.clone(),
+                row.payload.clone(),
+                row.metadata.clone(),
+            ),
+        );
+        let event: ApprovalEvent = serde_json::from_value(upcast.payload.clone())
+            .map_err(|e| fail(&row, format!("payload: {e}")))?;
+        let payload = match upcast.payload {
+            Value::Object(mut tagged) if tagged.len() == 1 => tagged
+                .remove(&row.event_type)
+                .unwrap_or(Value::Object(tagged)),
+            other => other,
+        };
+        Ok(FeedEvent {
+            position,
+            event_id: row.event_id,
+            request_id,
+            sequence: row.sequence,
+            event_type: row.event_type,
+            event_version: upcast.event_version,
+            event,
+            payload,
+            metadata,
+            recorded_at: row.recorded_at,
+        })
+    }
+}
+
+/// Applies every upcaster that accepts the event, in order, as cqrs-es does on its own path.
+pub fn upcast(upcasters: &[Box<dyn EventUpcaster>], event: SerializedEvent) -> SerializedEvent {
+    upcasters.iter().fold(event, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    })
+}
+
+/// How far a reader at `at` is behind the feed's head: events (counted up to `cap`) and the age of
+/// the oldest event it has yet to read.
+pub async fn lag(
+    pool: &PgPool,
+    at: Position,
+    cap: i64,
+) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(recorded_at) FROM ( \
+             SELECT recorded_at FROM events WHERE (tx_id, global_id) > ($1, $2) \
+             ORDER BY tx_id, global_id LIMIT $3) behind",
+    )
+    .bind(at.tx_id)
+    .bind(at.global_id)
+    .bind(cap)
+    .fetch_one(pool)
+    .await
+}

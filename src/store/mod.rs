@@ -1,0 +1,61 @@
+//! Everything that touches the event store's tables: the cqrs-es event store on postgres-es,
+//! the database's creation and migrations, the global feed, the feed readers' checkpoints, the
+//! idempotency answers and the commit signal. SQL of the write side lives here and nowhere else;
+//! the read models' SQL lives in the projections crate.
+
+use std::error::Error as StdError;
+
+use approval_aggregates::upcasters::upcasters;
+use approval_aggregates::ApprovalRequest;
+use cqrs_es::persist::PersistedEventStore;
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+
+pub mod checkpoints;
+pub mod db;
+pub mod events;
+pub mod feed;
+pub mod idempotency;
+pub mod signal;
+
+/// The cqrs-es event store of approval requests, on postgres-es.
+pub type EventStore = PersistedEventStore<PostgresEventRepository, ApprovalRequest>;
+
+/// The event store over `pool`, reading old event versions through the aggregate's upcasters.
+pub fn event_store(pool: PgPool) -> EventStore {
+    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+        .with_upcasters(upcasters())
+}
+
+/// Whether a database failure means "the database is not reachable now" (answer 503 and let
+/// the caller retry) rather than a fault in the service.
+pub fn is_unavailable(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
+            return match sqlx_err {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // 08: connection exception; 53: insufficient resources;
+                    // 57P: operator intervention (shutdown, restart); 40001/40P01: retryable.
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                        || code == "40001"
+                        || code == "40P01"
+                }),
+                _ => false,
+            };
+        }
+        if e.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
