@@ -1,0 +1,93 @@
+//! What operators and integrators rely on: health, readiness, metrics, the OpenAPI document, and
+//! docs/api.md agreeing with both the document and the error table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use approval_ledger::http::errors::Code;
+use common::{purchase_order, TestApp};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let app = TestApp::spawn().await;
+    let id = app.submit_ok(&purchase_order("PO-M")).await;
+    app.approve("alice", &id).await;
+
+    let health: Value = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "PostgreSQL and RabbitMQ run on this machine"
+    );
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"approval_ledger_http_requests_total{method="POST",route="/v1/requests/{id}/approve",status="200"} 1"#), "{metrics}");
+    assert!(metrics.contains("approval_ledger_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains(r#"approval_ledger_commands_total{command="approve",outcome="ok"} 1"#));
+    for reader in ["requests", "inbox", "lookup"] {
+        assert!(
+            metrics.contains(&format!(
+                "approval_ledger_feed_reader_lag_events{{reader=\"{reader}\"}}"
+            )),
+            "lag of {reader}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_api_md_names_every_path_of_the_openapi_document_and_every_error_code() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15);
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let line = format!("{} {}", method.to_uppercase(), path);
+            assert!(
+                api_md.contains(&line),
+                "docs/api.md does not document `{line}`"
+            );
+        }
+    }
+    for code in Code::ALL {
+        assert!(
+            api_md.contains(&format!("`{}`", code.as_str())),
+            "docs/api.md does not list `{}`",
+            code.as_str()
+        );
+    }
+}
