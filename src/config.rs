@@ -61,6 +61,8 @@ pub struct Settings {
     pub feed: FeedSettings,
     /// Push notifications.
     pub push: PushSettings,
+    /// Callbacks and pushes: retries and timeouts.
+    pub delivery: DeliverySettings,
     /// Logging.
     pub log: LogSettings,
     /// The legacy systems, by key.
@@ -108,6 +110,33 @@ pub struct BrokerSettings {
     pub url: Secret,
     /// The topic exchange; every name declared in RabbitMQ derives from it.
     pub exchange: String,
+    /// Unacknowledged messages per consumer.
+    pub prefetch: u16,
+    /// Deliveries of a message before the queue dead-letters it.
+    pub delivery_limit: u32,
+    /// How long a publish waits for its confirm.
+    pub publish_timeout_ms: u64,
+    /// The longest pause between reconnection attempts.
+    pub reconnect_max_ms: u64,
+    /// Events per relay batch.
+    pub relay_batch: i64,
+}
+
+/// Durable deliveries: legacy-sync callbacks and push notifications.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliverySettings {
+    /// Attempts before a delivery goes to dead letters.
+    pub max_attempts: i32,
+    /// The first retry's delay; each next one doubles, up to `max_delay_ms`.
+    pub base_delay_ms: u64,
+    /// The longest delay between attempts.
+    pub max_delay_ms: u64,
+    /// One call's timeout.
+    pub timeout_ms: u64,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// The longest sleep without a wake-up.
+    pub poll_interval_ms: u64,
 }
 
 /// Tokens of people.
@@ -174,6 +203,9 @@ pub struct SystemSettings {
     pub secret: Secret,
     /// Where decisions are sent.
     pub callback_url: String,
+    /// Also send `approval.step_completed` callbacks, not only final statuses.
+    #[serde(default)]
+    pub progress_callbacks: bool,
 }
 
 /// Why the configuration cannot be used.
@@ -229,6 +261,7 @@ impl Settings {
                     name: "Demo ERP (development only)".into(),
                     secret: Secret::new(DEMO_SYSTEM_SECRET),
                     callback_url: "http://127.0.0.1:9001/approvals/callback".into(),
+                    progress_callbacks: false,
                 },
             );
         }
@@ -271,6 +304,19 @@ impl Settings {
                 "push.provider must be \"log\" or \"fcm\", not {:?}",
                 self.push.provider
             )));
+        }
+        if self.broker.exchange.is_empty() || self.broker.exchange.len() > 200 {
+            return Err(ConfigError::Invalid(
+                "broker.exchange must be 1 to 200 characters".into(),
+            ));
+        }
+        if self.delivery.max_attempts < 1
+            || self.delivery.concurrency < 1
+            || self.broker.relay_batch < 1
+        {
+            return Err(ConfigError::Invalid(
+                "delivery.max_attempts, delivery.concurrency and broker.relay_batch must be positive".into(),
+            ));
         }
         if self.feed.batch_size < 1 || self.http.page_limit < 1 || self.http.bulk_limit < 1 {
             return Err(ConfigError::Invalid(

@@ -18,14 +18,18 @@
 //! models' folding and queries in `approval_projections`.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod expiry;
+pub mod handlers;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod progress;
 pub mod projector;
+pub mod relay;
 pub mod startup;
 pub mod store;
+pub mod stream;
 pub mod telemetry;

@@ -48,6 +48,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", cli::token::run(&settings, &user, &roles, &ttl)?);
             Ok(())
         }
+        Command::DeadLetters(command) => {
+            let pool = store::db::prepare(&settings.database).await?;
+            let result = match command {
+                cli::DeadLetters::List => cli::dead_letters::list(&settings, &pool).await,
+                cli::DeadLetters::Retry { id, all } => {
+                    cli::dead_letters::retry(&pool, id, all).await
+                }
+            };
+            pool.close().await;
+            result
+        }
     }
 }
 

@@ -38,6 +38,22 @@ pub struct CommandLabels {
     pub outcome: String,
 }
 
+/// Labels of a delivery attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `callback` or `push`.
+    pub channel: String,
+    /// `delivered`, `retry`, `dead`, `dropped`.
+    pub outcome: String,
+}
+
+/// Labels naming a delivery channel.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    /// `callback` or `push`.
+    pub channel: String,
+}
+
 /// Labels naming a feed reader.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReaderLabels {
@@ -71,6 +87,16 @@ pub struct Metrics {
     pub reader_lag_seconds: Family<ReaderLabels, Gauge<f64, AtomicU64>>,
     /// Batches a feed reader failed to apply (and retried).
     pub reader_errors: Family<ReaderLabels, Counter>,
+    /// From an event's commit to RabbitMQ's confirm of its message.
+    pub commit_to_publish: Histogram,
+    /// From an event's commit to the legacy system's 2xx.
+    pub commit_to_callback: Histogram,
+    /// From an event's commit to the push provider's 2xx.
+    pub commit_to_push: Histogram,
+    /// Delivery attempts by outcome.
+    pub delivery_attempts: Family<DeliveryLabels, Counter>,
+    /// Dead letters now, by channel.
+    pub dead_letters: Family<ChannelLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -121,8 +147,43 @@ impl Default for Metrics {
             "Batches a feed reader failed to apply and retried",
             reader_errors.clone(),
         );
+        let commit_to_publish = latency_histogram();
+        registry.register(
+            "commit_to_publish_seconds",
+            "From an event's commit to RabbitMQ's confirm of its message",
+            commit_to_publish.clone(),
+        );
+        let commit_to_callback = latency_histogram();
+        registry.register(
+            "commit_to_callback_seconds",
+            "From an event's commit to the legacy system's 2xx answer",
+            commit_to_callback.clone(),
+        );
+        let commit_to_push = latency_histogram();
+        registry.register(
+            "commit_to_push_seconds",
+            "From an event's commit to the push provider's 2xx answer",
+            commit_to_push.clone(),
+        );
+        let delivery_attempts = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Callback and push attempts, by outcome",
+            delivery_attempts.clone(),
+        );
+        let dead_letters = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "dead_letters",
+            "Deliveries in dead letters, by channel",
+            dead_letters.clone(),
+        );
         Self {
             registry,
+            commit_to_publish,
+            commit_to_callback,
+            commit_to_push,
+            delivery_attempts,
+            dead_letters,
             http_requests,
             http_duration,
             commands,
@@ -155,6 +216,16 @@ impl Metrics {
         self.commands
             .get_or_create(&CommandLabels {
                 command: command.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a delivery attempt's outcome.
+    pub fn delivery(&self, channel: &str, outcome: &str) {
+        self.delivery_attempts
+            .get_or_create(&DeliveryLabels {
+                channel: channel.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();

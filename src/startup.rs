@@ -16,8 +16,13 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::Settings;
-use crate::http::{self, AppState, Limits};
+use crate::handlers::legacy_sync::LegacySync;
+use crate::handlers::push::Push;
+use crate::handlers::scheduler::Scheduler;
+use crate::handlers::{self, JobSignal};
+use crate::http::{self, AppState, BrokerProbe, Limits};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
@@ -59,6 +64,8 @@ pub struct Application {
         JoinHandle<std::io::Result<()>>,
     )>,
     tasks: Vec<JoinHandle<()>>,
+    /// The broker's supervisor stops last, so consumers can still acknowledge while draining.
+    broker: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 /// `host:port` of an AMQP URL, for the readiness probe.
@@ -92,8 +99,60 @@ impl Application {
         );
         let mut tasks = vec![];
         let idle = Duration::from_millis(settings.feed.poll_interval_ms);
+        let mut broker_task = None;
+        let mut probe = BrokerProbe::Address(broker_address(settings.broker.url.expose()));
 
         if roles.worker {
+            let broker_stop = CancellationToken::new();
+            let (broker, supervisor) = Broker::start(settings.broker.clone(), broker_stop.clone());
+            broker_task = Some((broker_stop, supervisor));
+            probe = BrokerProbe::Supervised(broker.clone());
+            tasks.push(tokio::spawn(crate::relay::run(
+                crate::relay::RelayContext {
+                    pool: pool.clone(),
+                    broker: broker.clone(),
+                    broker_settings: settings.broker.clone(),
+                    feed: settings.feed.clone(),
+                    metrics: metrics.clone(),
+                },
+                signal.subscribe(),
+                stop.clone(),
+            )));
+            let systems = Arc::new(settings.systems.clone());
+            let jobs = JobSignal::default();
+            let topology = broker.topology().clone();
+            tasks.push(tokio::spawn(handlers::consume(
+                Arc::new(LegacySync {
+                    pool: pool.clone(),
+                    systems: systems.clone(),
+                    jobs: jobs.clone(),
+                }),
+                broker.clone(),
+                topology.legacy_sync.clone(),
+                settings.broker.prefetch,
+                stop.clone(),
+            )));
+            tasks.push(tokio::spawn(handlers::consume(
+                Arc::new(Push {
+                    pool: pool.clone(),
+                    jobs: jobs.clone(),
+                }),
+                broker.clone(),
+                topology.push.clone(),
+                settings.broker.prefetch,
+                stop.clone(),
+            )));
+            tasks.push(tokio::spawn(
+                Scheduler {
+                    pool: pool.clone(),
+                    settings: settings.delivery.clone(),
+                    systems,
+                    push: settings.push.clone(),
+                    jobs,
+                    metrics: metrics.clone(),
+                }
+                .run(stop.clone()),
+            ));
             let ctx = RunnerContext {
                 pool: pool.clone(),
                 feed: settings.feed.clone(),
@@ -149,6 +208,14 @@ impl Application {
                     stop.clone(),
                 )));
             }
+            let hub = crate::stream::StreamHub::default();
+            tasks.push(tokio::spawn(hub.clone().run(
+                pool.clone(),
+                progress.clone(),
+                signal.subscribe(),
+                idle,
+                stop.clone(),
+            )));
             let state = web::Data::new(AppState {
                 ledger: ledger.clone(),
                 pool: pool.clone(),
@@ -159,7 +226,8 @@ impl Application {
                     page: settings.http.page_limit,
                 },
                 metrics: metrics.clone(),
-                broker_address: broker_address(settings.broker.url.expose()),
+                broker: probe,
+                hub,
             });
             let listener = TcpListener::bind(&settings.http.bind)
                 .with_context(|| format!("cannot listen on {}", settings.http.bind))?;
@@ -183,6 +251,7 @@ impl Application {
             stop,
             server,
             tasks,
+            broker: broker_task,
         })
     }
 
@@ -218,6 +287,12 @@ impl Application {
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "a background task ended badly");
+            }
+        }
+        if let Some((stop, supervisor)) = self.broker {
+            stop.cancel();
+            if let Err(e) = supervisor.await {
+                tracing::warn!(error = %e, "the broker supervisor ended badly");
             }
         }
         self.pool.close().await;

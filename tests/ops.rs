@@ -24,15 +24,19 @@ async fn health_readiness_and_metrics_answer() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready.status(),
-        200,
+    // Ready once the worker's broker connection is up.
+    let ready = common::eventually(std::time::Duration::from_secs(30), || async {
+        let r = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
         "PostgreSQL and RabbitMQ run on this machine"
     );
 

@@ -233,3 +233,18 @@ pub async fn overdue(
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
+
+/// The current states of the requests in `ids` that the projection has.
+pub async fn states(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Request>, ProjectionError> {
+    let rows: Vec<(Uuid, serde_json::Value)> =
+        sqlx::query_as("SELECT id, state FROM rm_requests WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(id, state)| Ok((id, serde_json::from_value(state)?)))
+        .collect()
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod dead_letters;
 pub mod token;
 
 /// approval-ledger: one approval inbox in front of many legacy systems.
@@ -52,6 +53,26 @@ pub enum Command {
         /// How long the token is valid: `90s`, `15m`, `1h`, `7d`.
         #[arg(long, default_value = "1h")]
         ttl: String,
+    },
+    /// Show and re-drive deliveries (callbacks, pushes) that exhausted their retries or were
+    /// refused.
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+/// `dead-letters` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetters {
+    /// List every dead letter, and the undecodable messages in RabbitMQ's dead-letter queues.
+    List,
+    /// Put a dead letter (or all) back in line, with fresh attempts.
+    Retry {
+        /// The dead letter's id, as `list` shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 
 pub mod auth;
 pub mod decisions;
+pub mod devices;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
@@ -23,6 +24,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod requests;
+pub mod stream;
 pub mod systems;
 
 /// Size limits of the API.
@@ -48,8 +50,18 @@ pub struct AppState {
     pub limits: Limits,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// `host:port` of the broker, for readiness.
-    pub broker_address: String,
+    /// How to tell whether the broker is reachable, for readiness.
+    pub broker: BrokerProbe,
+    /// The live stream's listeners.
+    pub hub: crate::stream::StreamHub,
+}
+
+/// How `/readyz` checks the broker.
+pub enum BrokerProbe {
+    /// This process supervises a connection: ready while it is up.
+    Supervised(crate::broker::Broker),
+    /// This process has no connection (`--role api`): ready while the port accepts.
+    Address(String),
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -78,6 +90,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(requests::return_)
                     .service(requests::delegate)
                     .service(requests::withdraw)
+                    .service(devices::register)
+                    .service(devices::unregister)
+                    .service(stream::stream)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)

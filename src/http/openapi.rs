@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
+use crate::http::{decisions, devices, dto, errors, inbox, ops, requests, stream, systems};
 
 /// The document.
 #[derive(OpenApi)]
@@ -20,6 +20,8 @@ use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
         requests::detail, requests::approve, requests::reject, requests::return_,
         requests::delegate, requests::withdraw,
         decisions::bulk,
+        devices::register, devices::unregister,
+        stream::stream,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -31,6 +33,7 @@ use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
         dto::InboxAnswer, dto::InboxItem,
         dto::RequestDetail, dto::StepOut, dto::DecisionOut, dto::DelegationOut, dto::OutcomeOut,
         dto::TimelineOut,
+        devices::DeviceBody,
         ops::Health, ops::Readiness,
     )),
     modifiers(&Security),
@@ -38,6 +41,7 @@ use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
         (name = "systems", description = "Called by legacy systems, signed with HMAC-SHA256"),
         (name = "inbox", description = "The caller's pending decisions"),
         (name = "requests", description = "Requests and the decisions people make on them"),
+        (name = "devices", description = "Devices registered for push notifications"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

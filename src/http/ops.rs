@@ -9,9 +9,9 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::http::errors::{ApiError, Code, ErrorBody};
 use crate::http::openapi::ApiDoc;
-use crate::http::AppState;
-use crate::metrics::Metrics;
-use crate::store::{checkpoints, feed};
+use crate::http::{AppState, BrokerProbe};
+use crate::metrics::{ChannelLabels, Metrics};
+use crate::store::{checkpoints, deliveries, feed};
 
 /// How long a readiness probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,12 +54,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
             .await
             .is_ok_and(|r| r.is_ok());
-    let broker = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::net::TcpStream::connect(state.broker_address.clone()),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
+    let broker = match &state.broker {
+        BrokerProbe::Supervised(broker) => broker.is_connected(),
+        BrokerProbe::Address(address) => tokio::time::timeout(
+            PROBE_TIMEOUT,
+            tokio::net::TcpStream::connect(address.clone()),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
+    };
     let mut down = vec![];
     if !database {
         down.push("database");
@@ -85,6 +88,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(counts) = deliveries::dead_counts(&state.pool).await {
+        for channel in ["callback", "push"] {
+            let n = counts
+                .iter()
+                .find(|(c, _)| c == channel)
+                .map_or(0, |(_, n)| *n);
+            state
+                .metrics
+                .dead_letters
+                .get_or_create(&ChannelLabels {
+                    channel: channel.into(),
+                })
+                .set(n);
+        }
+    }
     if let Ok(readers) = checkpoints::all(&state.pool).await {
         let now = Utc::now();
         for (name, at) in readers {

@@ -48,3 +48,43 @@ pub async fn sequence_of_key(
     .await?;
     Ok(row.and_then(|(s,)| u64::try_from(s).ok()))
 }
+
+/// The events of request `id` up to and including `upto`, decoded through the upcasters, in
+/// order: what the handlers fold to decide whom an event concerns.
+pub async fn history(
+    pool: &PgPool,
+    id: RequestId,
+    upto: i64,
+) -> Result<Vec<approval_projections::FeedEvent>, crate::store::feed::FeedError> {
+    let rows: Vec<crate::store::feed::Row> = sqlx::query_as(&format!(
+        "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 \
+         ORDER BY sequence",
+        crate::store::feed::ROW_COLUMNS
+    ))
+    .bind(ApprovalRequest::TYPE)
+    .bind(id.to_string())
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    let upcasters = approval_aggregates::upcasters::upcasters();
+    rows.into_iter()
+        .map(|row| crate::store::feed::decode(&upcasters, row))
+        .collect()
+}
+
+/// The system and external reference of each request in `ids`, from its submission.
+pub async fn sources(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT aggregate_id, \
+                coalesce(payload->'RequestSubmitted'->>'system', ''), \
+                coalesce(payload->'RequestSubmitted'->>'external_ref', '') \
+         FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND sequence = 1",
+    )
+    .bind(ApprovalRequest::TYPE)
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}

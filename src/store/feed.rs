@@ -55,8 +55,9 @@ pub struct Feed {
     upcasters: Vec<Box<dyn EventUpcaster>>,
 }
 
+/// An event row as stored, before decoding.
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(crate) struct Row {
     tx_id: i64,
     global_id: i64,
     event_id: Uuid,
@@ -97,7 +98,7 @@ impl Feed {
         let full = rows.len() as i64 >= limit;
         let events = rows
             .into_iter()
-            .map(|row| self.decode(row))
+            .map(|row| decode(&self.upcasters, row))
             .collect::<Result<Vec<_>, _>>()?;
         let held_back = if full {
             false
@@ -112,56 +113,64 @@ impl Feed {
         };
         Ok(Batch { events, held_back })
     }
+}
 
-    fn decode(&self, row: Row) -> Result<FeedEvent, FeedError> {
-        let position = Position {
-            tx_id: row.tx_id,
-            global_id: row.global_id,
-        };
-        let fail = |row: &Row, message: String| FeedError::Decode {
-            position,
-            event_type: row.event_type.clone(),
-            event_version: row.event_version.clone(),
-            message,
-        };
-        let request_id = Uuid::try_parse(&row.aggregate_id)
-            .map(RequestId)
-            .map_err(|e| fail(&row, format!("aggregate id: {e}")))?;
-        let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
-            .map_err(|e| fail(&row, format!("metadata: {e}")))?;
-        let upcast = upcast(
-            &self.upcasters,
-            SerializedEvent::new(
-                row.aggregate_id.clone(),
-                usize::try_from(row.sequence).unwrap_or(0),
-                String::new(),
-                row.event_type.clone(),
-                row.event_version.clone(),
-                row.payload.clone(),
-                row.metadata.clone(),
-            ),
-        );
-        let event: ApprovalEvent = serde_json::from_value(upcast.payload.clone())
-            .map_err(|e| fail(&row, format!("payload: {e}")))?;
-        let payload = match upcast.payload {
-            Value::Object(mut tagged) if tagged.len() == 1 => tagged
-                .remove(&row.event_type)
-                .unwrap_or(Value::Object(tagged)),
-            other => other,
-        };
-        Ok(FeedEvent {
-            position,
-            event_id: row.event_id,
-            request_id,
-            sequence: row.sequence,
-            event_type: row.event_type,
-            event_version: upcast.event_version,
-            event,
-            payload,
-            metadata,
-            recorded_at: row.recorded_at,
-        })
-    }
+/// The columns of an event row that [`decode`] reads.
+pub(crate) const ROW_COLUMNS: &str = "tx_id, global_id, event_id, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at";
+
+/// Decodes a stored row into a feed event, through the upcasters.
+pub(crate) fn decode(
+    upcasters: &[Box<dyn EventUpcaster>],
+    row: Row,
+) -> Result<FeedEvent, FeedError> {
+    let position = Position {
+        tx_id: row.tx_id,
+        global_id: row.global_id,
+    };
+    let fail = |row: &Row, message: String| FeedError::Decode {
+        position,
+        event_type: row.event_type.clone(),
+        event_version: row.event_version.clone(),
+        message,
+    };
+    let request_id = Uuid::try_parse(&row.aggregate_id)
+        .map(RequestId)
+        .map_err(|e| fail(&row, format!("aggregate id: {e}")))?;
+    let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
+        .map_err(|e| fail(&row, format!("metadata: {e}")))?;
+    let upcast = upcast(
+        upcasters,
+        SerializedEvent::new(
+            row.aggregate_id.clone(),
+            usize::try_from(row.sequence).unwrap_or(0),
+            String::new(),
+            row.event_type.clone(),
+            row.event_version.clone(),
+            row.payload.clone(),
+            row.metadata.clone(),
+        ),
+    );
+    let event: ApprovalEvent = serde_json::from_value(upcast.payload.clone())
+        .map_err(|e| fail(&row, format!("payload: {e}")))?;
+    let payload = match upcast.payload {
+        Value::Object(mut tagged) if tagged.len() == 1 => tagged
+            .remove(&row.event_type)
+            .unwrap_or(Value::Object(tagged)),
+        other => other,
+    };
+    Ok(FeedEvent {
+        position,
+        event_id: row.event_id,
+        request_id,
+        sequence: row.sequence,
+        event_type: row.event_type,
+        event_version: upcast.event_version,
+        event,
+        payload,
+        metadata,
+        recorded_at: row.recorded_at,
+    })
 }
 
 /// Applies every upcaster that accepts the event, in order, as cqrs-es does on its own path.
@@ -192,4 +201,20 @@ pub async fn lag(
     .bind(cap)
     .fetch_one(pool)
     .await
+}
+
+/// The position of the last event no running transaction can precede: where a reader that
+/// only wants what happens from now on starts.
+pub async fn head(pool: &PgPool) -> Result<Position, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id, global_id FROM events \
+         WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+         ORDER BY tx_id DESC, global_id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map_or(Position::START, |(tx_id, global_id)| Position {
+        tx_id,
+        global_id,
+    }))
 }

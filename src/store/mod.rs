@@ -13,6 +13,8 @@ use sqlx::PgPool;
 
 pub mod checkpoints;
 pub mod db;
+pub mod deliveries;
+pub mod devices;
 pub mod events;
 pub mod feed;
 pub mod idempotency;

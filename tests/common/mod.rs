@@ -3,6 +3,8 @@
 //! signed legacy system or as a person with a token.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -60,9 +62,75 @@ impl Drop for TestDb {
     }
 }
 
-/// The settings of a test service on `db`.
+/// A test's own exchange (and the queues named after it), deleted when this is dropped.
+pub struct TestBroker {
+    pub exchange: String,
+}
+
+impl TestBroker {
+    pub fn new() -> Self {
+        Self {
+            exchange: format!("test.{}", Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let topology = approval_ledger::broker::Topology::new(&self.exchange);
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let Ok(conn) =
+                    lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                let Ok(channel) = conn.create_channel().await else {
+                    return;
+                };
+                for queue in [&topology.legacy_sync, &topology.push] {
+                    for name in [
+                        queue.clone(),
+                        approval_ledger::broker::Topology::dead_letter_queue(queue),
+                    ] {
+                        let _ = channel
+                            .queue_delete(
+                                name.as_str().into(),
+                                lapin::options::QueueDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                }
+                for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
+                    let _ = channel
+                        .exchange_delete(
+                            exchange.as_str().into(),
+                            lapin::options::ExchangeDeleteOptions::default(),
+                        )
+                        .await;
+                }
+                let _ = conn.close(200, "bye".into()).await;
+            });
+        });
+        let _ = deleted.join();
+    }
+}
+
+/// The broker every test uses.
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The settings of a test that runs no worker (so declares nothing in RabbitMQ) on `db`.
 pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
-    let exchange = format!("test.{}", Uuid::new_v4().simple());
+    settings_with_broker(db, &format!("test.{}", Uuid::new_v4().simple()), extra)
+}
+
+/// The settings of a test service on `db`, publishing to `exchange`.
+pub fn settings_with_broker(db: &TestDb, exchange: &str, extra: &[(&str, &str)]) -> Settings {
+    let exchange = exchange.to_owned();
     let mut env: BTreeMap<String, String> = [
         ("APPROVAL_LEDGER_DATABASE__URL", db.url()),
         ("APPROVAL_LEDGER_DATABASE__MAX_CONNECTIONS", "6".into()),
@@ -70,6 +138,10 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         ("APPROVAL_LEDGER_HTTP__WORKERS", "1".into()),
         ("APPROVAL_LEDGER_BROKER__EXCHANGE", exchange),
         ("APPROVAL_LEDGER_FEED__POLL_INTERVAL_MS", "100".into()),
+        ("APPROVAL_LEDGER_DELIVERY__BASE_DELAY_MS", "50".into()),
+        ("APPROVAL_LEDGER_DELIVERY__MAX_DELAY_MS", "400".into()),
+        ("APPROVAL_LEDGER_DELIVERY__POLL_INTERVAL_MS", "50".into()),
+        ("APPROVAL_LEDGER_BROKER__RECONNECT_MAX_MS", "1000".into()),
         ("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "5000".into()),
         ("APPROVAL_LEDGER_AUTH__JWT_SECRET", "test-jwt-secret".into()),
         ("APPROVAL_LEDGER_SYSTEMS__ERP__NAME", "ERP".into()),
@@ -102,6 +174,7 @@ pub struct TestApp {
     pub pool: PgPool,
     app: Option<Application>,
     pub db: TestDb,
+    pub broker: TestBroker,
 }
 
 impl TestApp {
@@ -113,11 +186,19 @@ impl TestApp {
     /// The roles asked for, with extra settings.
     pub async fn spawn_with(roles: Roles, extra: &[(&str, &str)]) -> Self {
         let db = TestDb::new();
-        let settings = settings_for(&db, extra);
-        Self::start(db, settings, roles).await
+        let broker = TestBroker::new();
+        let settings = settings_with_broker(&db, &broker.exchange, extra);
+        Self::start(db, broker, settings, roles).await
     }
 
-    async fn start(db: TestDb, settings: Settings, roles: Roles) -> Self {
+    /// Another instance of the service on this one's database and exchange.
+    pub async fn another_instance(&self, roles: Roles) -> Application {
+        Application::build(self.settings.clone(), roles)
+            .await
+            .expect("the other instance starts")
+    }
+
+    async fn start(db: TestDb, broker: TestBroker, settings: Settings, roles: Roles) -> Self {
         let app = Application::build(settings.clone(), roles)
             .await
             .expect("the service starts");
@@ -130,6 +211,7 @@ impl TestApp {
             pool,
             app: Some(app),
             db,
+            broker,
         }
     }
 
@@ -139,8 +221,13 @@ impl TestApp {
             app.shutdown().await.expect("clean shutdown");
         }
         self.pool.close().await;
-        let TestApp { settings, db, .. } = self;
-        Self::start(db, settings, roles).await
+        let TestApp {
+            settings,
+            db,
+            broker,
+            ..
+        } = self;
+        Self::start(db, broker, settings, roles).await
     }
 
     /// Stops the service (the database stays until this is dropped).

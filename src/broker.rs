@@ -1,0 +1,328 @@
+//! RabbitMQ: the topology every name of which derives from `broker.exchange`, and the one task
+//! that owns the connection.
+//!
+//! The supervisor connects with backoff and jitter, declares the topology (idempotently) on
+//! every connection, and publishes the live connection through a watch channel. The relay and
+//! the consumers open their own channels on it and, when it fails, wait for the next one. lapin's
+//! own recovery stays off: correctness comes from the relay's checkpoint and the consumers'
+//! idempotent handlers, not from replaying a connection's state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerSettings;
+
+/// The event types the legacy-sync queue receives: status changes and step progress.
+pub const LEGACY_SYNC_EVENTS: [&str; 7] = [
+    "StepCompleted",
+    "RequestApproved",
+    "RequestRejected",
+    "RequestReturned",
+    "RequestWithdrawn",
+    "RequestCancelled",
+    "RequestExpired",
+];
+
+/// Every name the service declares, derived from the exchange's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The durable topic exchange events are published to.
+    pub exchange: String,
+    /// Where the work queues dead-letter (direct, routed by the queue's name).
+    pub dead_letter_exchange: String,
+    /// The legacy-sync handler's quorum queue.
+    pub legacy_sync: String,
+    /// The push handler's quorum queue.
+    pub push: String,
+}
+
+impl Topology {
+    /// The names for `exchange`.
+    pub fn new(exchange: &str) -> Self {
+        Self {
+            exchange: exchange.to_owned(),
+            dead_letter_exchange: format!("{exchange}.dead-letter"),
+            legacy_sync: format!("{exchange}.legacy-sync"),
+            push: format!("{exchange}.push"),
+        }
+    }
+
+    /// The dead-letter queue of work queue `queue`.
+    pub fn dead_letter_queue(queue: &str) -> String {
+        format!("{queue}.dead")
+    }
+
+    /// The routing key of an event: `approval.<system>.<event_type>`.
+    pub fn routing_key(system: &str, event_type: &str) -> String {
+        format!("approval.{system}.{event_type}")
+    }
+
+    /// Declares the exchanges, the work queues (quorum, with a delivery limit and
+    /// dead-lettering), their dead-letter queues and the bindings. Idempotent.
+    pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut legacy_keys: Vec<String> = LEGACY_SYNC_EVENTS
+            .iter()
+            .map(|t| format!("approval.*.{t}"))
+            .collect();
+        legacy_keys.sort();
+        for (queue, keys) in [
+            (&self.legacy_sync, legacy_keys),
+            (&self.push, vec!["approval.#".to_owned()]),
+        ] {
+            let dead = Self::dead_letter_queue(queue);
+            channel
+                .queue_declare(dead.as_str().into(), queue_options(), quorum(None))
+                .await?;
+            channel
+                .queue_bind(
+                    dead.as_str().into(),
+                    self.dead_letter_exchange.as_str().into(),
+                    queue.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut args = quorum(Some(delivery_limit));
+            args.insert(
+                ShortString::from("x-dead-letter-exchange"),
+                AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_str())),
+            );
+            args.insert(
+                ShortString::from("x-dead-letter-routing-key"),
+                AMQPValue::LongString(LongString::from(queue.as_str())),
+            );
+            channel
+                .queue_declare(queue.as_str().into(), queue_options(), args)
+                .await?;
+            for key in keys {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        self.exchange.as_str().into(),
+                        key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn queue_options() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+fn quorum(delivery_limit: Option<u32>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    if let Some(limit) = delivery_limit {
+        args.insert(
+            ShortString::from("x-delivery-limit"),
+            AMQPValue::LongInt(i32::try_from(limit).unwrap_or(i32::MAX)),
+        );
+    }
+    args
+}
+
+/// A live connection, as the supervisor hands it out.
+#[derive(Clone)]
+pub struct Session {
+    /// The connection; open channels on it.
+    pub connection: Arc<Connection>,
+    /// Counts connections: a new number means a new connection.
+    pub generation: u64,
+}
+
+/// The handle on the supervised connection.
+#[derive(Clone)]
+pub struct Broker {
+    session: watch::Receiver<Option<Session>>,
+    topology: Topology,
+}
+
+impl Broker {
+    /// Starts the supervisor; it runs until `stop`.
+    pub fn start(
+        settings: BrokerSettings,
+        stop: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(None);
+        let topology = Topology::new(&settings.exchange);
+        let task = tokio::spawn(supervise(settings, topology.clone(), tx, stop));
+        (
+            Self {
+                session: rx,
+                topology,
+            },
+            task,
+        )
+    }
+
+    /// The names in use.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.session
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.connection.status().connected())
+    }
+
+    /// The live connection, waiting for one; `None` once `stop` is cancelled.
+    pub async fn session(&self, stop: &CancellationToken) -> Option<Session> {
+        let mut rx = self.session.clone();
+        tokio::select! {
+            _ = stop.cancelled() => None,
+            result = rx.wait_for(|s| s.as_ref().is_some_and(|s| s.connection.status().connected())) => {
+                result.ok().and_then(|s| s.clone())
+            }
+        }
+    }
+}
+
+/// Connects, declares, hands out the connection, watches it, and starts again when it fails.
+async fn supervise(
+    settings: BrokerSettings,
+    topology: Topology,
+    tx: watch::Sender<Option<Session>>,
+    stop: CancellationToken,
+) {
+    let first_pause = Duration::from_millis(100);
+    let max_pause = Duration::from_millis(settings.reconnect_max_ms.max(100));
+    let mut pause = first_pause;
+    let mut generation = 0;
+    while !stop.is_cancelled() {
+        match connect(&settings, &topology).await {
+            Ok(connection) => {
+                generation += 1;
+                pause = first_pause;
+                tracing::info!(generation, "connected to RabbitMQ");
+                let connection = Arc::new(connection);
+                let mut events = connection.events_listener();
+                tx.send_replace(Some(Session {
+                    connection: connection.clone(),
+                    generation,
+                }));
+                let mut check = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        event = events.next() => match event {
+                            Some(lapin::Event::Error(e)) => {
+                                tracing::warn!(error = %e, "the RabbitMQ connection failed");
+                                break;
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                        _ = check.tick() => if !connection.status().connected() {
+                            tracing::warn!("the RabbitMQ connection is gone");
+                            break;
+                        },
+                    }
+                }
+                tx.send_replace(None);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, ShortString::from("bye")),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "cannot connect to RabbitMQ")
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        // Jitter keeps a fleet of instances from reconnecting in lockstep.
+        let jitter = Duration::from_millis(fastrand::u64(0..=pause.as_millis() as u64 / 2));
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(pause + jitter) => {}
+        }
+        pause = (pause * 2).min(max_pause);
+    }
+}
+
+/// Opens a connection and declares the topology on it, within a timeout.
+async fn connect(
+    settings: &BrokerSettings,
+    topology: &Topology,
+) -> Result<Connection, lapin::Error> {
+    let attempt = async {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from("approval-ledger"));
+        let connection = Connection::connect(settings.url.expose(), properties).await?;
+        let channel = connection.create_channel().await?;
+        topology.declare(&channel, settings.delivery_limit).await?;
+        let _ = channel.close(200, ShortString::from("declared")).await;
+        Ok(connection)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to RabbitMQ timed out",
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topology;
+
+    #[test]
+    fn every_name_derives_from_the_exchange() {
+        let t = Topology::new("approval.events");
+        assert_eq!(t.legacy_sync, "approval.events.legacy-sync");
+        assert_eq!(t.push, "approval.events.push");
+        assert_eq!(t.dead_letter_exchange, "approval.events.dead-letter");
+        assert_eq!(
+            Topology::dead_letter_queue(&t.push),
+            "approval.events.push.dead"
+        );
+        assert_eq!(
+            Topology::routing_key("erp", "RequestApproved"),
+            "approval.erp.RequestApproved"
+        );
+    }
+}

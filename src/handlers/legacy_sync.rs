@@ -1,0 +1,141 @@
+//! The legacy-sync handler: for every status change of a request (and, where a system asks for
+//! them, every completed step) a callback job to the request's system, signed at send time.
+//!
+//! The job's body is built from the event store, not from the message: on a message for event
+//! N of a request, every callback-worthy event up to N gets its job (idempotently), so even a
+//! message that arrives before an earlier one cannot let a later callback overtake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use approval_aggregates::{ApprovalEvent, RequestId, Status};
+use approval_projections::FeedEvent;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::config::SystemSettings;
+use crate::handlers::{Handler, HandlerError, JobSignal};
+use crate::relay::Envelope;
+use crate::store::deliveries::{self, Channel, NewJob};
+use crate::store::events;
+
+/// The handler.
+pub struct LegacySync {
+    /// The database.
+    pub pool: PgPool,
+    /// The systems, by key.
+    pub systems: Arc<BTreeMap<String, SystemSettings>>,
+    /// Wakes the scheduler.
+    pub jobs: JobSignal,
+}
+
+/// The callback `type` of an event, if the system gets a callback for it.
+pub fn callback_type(event: &ApprovalEvent, progress: bool) -> Option<&'static str> {
+    match event.final_status() {
+        Some(Status::Approved) => Some("approval.approved"),
+        Some(Status::Rejected) => Some("approval.rejected"),
+        Some(Status::Returned) => Some("approval.returned"),
+        Some(Status::Withdrawn) => Some("approval.withdrawn"),
+        Some(Status::Cancelled) => Some("approval.cancelled"),
+        Some(Status::Expired) => Some("approval.expired"),
+        Some(Status::Pending) => None,
+        None if progress && matches!(event, ApprovalEvent::StepCompleted { .. }) => {
+            Some("approval.step_completed")
+        }
+        None => None,
+    }
+}
+
+/// The callback body of `history[index]`, a request from `system` under `external_ref`.
+fn body(
+    history: &[FeedEvent],
+    index: usize,
+    kind: &str,
+    system: &str,
+    external_ref: &str,
+) -> serde_json::Value {
+    let event = &history[index];
+    let (mut decided_by, mut comment) = event.event.actor_and_comment();
+    let step = match &event.event {
+        ApprovalEvent::StepCompleted { step, .. } => {
+            // The approval that completed the step is the event just before it.
+            if let Some(ApprovalEvent::ApprovalRecorded {
+                approver,
+                comment: c,
+                ..
+            }) = index.checked_sub(1).map(|i| &history[i].event)
+            {
+                decided_by = Some(approver);
+                comment = c.as_deref();
+            }
+            Some(*step)
+        }
+        _ => None,
+    };
+    let status = event.event.final_status().unwrap_or(Status::Pending);
+    json!({
+        "event_id": event.event_id,
+        "type": kind,
+        "request_id": event.request_id,
+        "system": system,
+        "external_ref": external_ref,
+        "status": status.as_str(),
+        "decided_by": decided_by,
+        "comment": comment,
+        "occurred_at": event.event.at(),
+        "version": event.sequence,
+        "step": step,
+    })
+}
+
+impl Handler for LegacySync {
+    fn name(&self) -> &'static str {
+        "legacy-sync"
+    }
+
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let Some(system) = self.systems.get(&envelope.system) else {
+            return Err(HandlerError::Permanent(format!(
+                "system {:?} is not configured",
+                envelope.system
+            )));
+        };
+        let history = events::history(
+            &self.pool,
+            RequestId(envelope.request_id),
+            envelope.sequence,
+        )
+        .await?;
+        if history.last().map(|e| e.event_id) != Some(envelope.event_id) {
+            return Err(HandlerError::Permanent(
+                "the event is not in this ledger's store".into(),
+            ));
+        }
+        let jobs: Vec<NewJob> = history
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| {
+                let kind = callback_type(&event.event, system.progress_callbacks)?;
+                Some(NewJob {
+                    channel: Channel::Callback,
+                    event_id: event.event_id,
+                    request_id: event.request_id.0,
+                    sequence: event.sequence,
+                    target: envelope.system.clone(),
+                    body: body(
+                        &history,
+                        index,
+                        kind,
+                        &envelope.system,
+                        &envelope.external_ref,
+                    ),
+                    committed_at: event.recorded_at,
+                })
+            })
+            .collect();
+        if deliveries::create(&self.pool, &jobs).await? > 0 {
+            self.jobs.notify();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! The push handler: when a person gets a new item in their inbox (a submission, a step that
+//! opens, a delegation to them) and when their own request reaches a final status, one push job
+//! per registered device of theirs. Who that is comes from folding the request's events with the
+//! aggregate's own code, before and after the event.
+
+use approval_aggregates::{ApprovalRequest, RequestId, Status, UserId};
+use approval_projections::FeedEvent;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::handlers::{Handler, HandlerError, JobSignal};
+use crate::relay::Envelope;
+use crate::store::deliveries::{self, Channel, NewJob};
+use crate::store::{devices, events};
+
+/// The handler.
+pub struct Push {
+    /// The database.
+    pub pool: PgPool,
+    /// Wakes the scheduler.
+    pub jobs: JobSignal,
+}
+
+/// Whether an event can put an item in someone's inbox or end a request.
+fn may_notify(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "RequestSubmitted"
+            | "StepCompleted"
+            | "ApproverDelegated"
+            | "RequestApproved"
+            | "RequestRejected"
+            | "RequestReturned"
+            | "RequestWithdrawn"
+            | "RequestCancelled"
+            | "RequestExpired"
+    )
+}
+
+/// Who the last event of `history` notifies, and what to tell them.
+pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
+    let Some((last, earlier)) = history.split_last() else {
+        return vec![];
+    };
+    let mut before = ApprovalRequest::default();
+    for e in earlier {
+        before.fold(e.event.clone());
+    }
+    let mut after = before.clone();
+    after.fold(last.event.clone());
+    let Some(request) = after.request.as_ref() else {
+        return vec![];
+    };
+    let (actor, _) = last.event.actor_and_comment();
+    if let Some(status) = last.event.final_status() {
+        if actor == Some(&request.requester) {
+            return vec![];
+        }
+        let title = match status {
+            Status::Approved => "Approved",
+            Status::Rejected => "Rejected",
+            Status::Returned => "Returned to you",
+            Status::Withdrawn => "Withdrawn",
+            Status::Cancelled => "Cancelled",
+            Status::Expired => "Expired",
+            Status::Pending => "Updated",
+        };
+        return vec![(
+            request.requester.clone(),
+            title.to_owned(),
+            request.title.clone(),
+        )];
+    }
+    let already: Vec<&UserId> = before
+        .request
+        .as_ref()
+        .map(|r| r.pending_approvers())
+        .unwrap_or_default();
+    let amount = request
+        .amount
+        .as_ref()
+        .map(|m| format!(" ({} {})", m.value, m.currency))
+        .unwrap_or_default();
+    request
+        .pending_approvers()
+        .into_iter()
+        .filter(|user| !already.contains(user))
+        .map(|user| {
+            (
+                user.clone(),
+                "Approval needed".to_owned(),
+                format!("{}{} from {}", request.title, amount, request.requester),
+            )
+        })
+        .collect()
+}
+
+impl Handler for Push {
+    fn name(&self) -> &'static str {
+        "push"
+    }
+
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        if !may_notify(&envelope.event_type) {
+            return Ok(());
+        }
+        let history = events::history(
+            &self.pool,
+            RequestId(envelope.request_id),
+            envelope.sequence,
+        )
+        .await?;
+        let Some(last) = history.last() else {
+            return Err(HandlerError::Permanent(
+                "the event is not in this ledger's store".into(),
+            ));
+        };
+        if last.event_id != envelope.event_id {
+            return Err(HandlerError::Permanent(
+                "the event is not in this ledger's store".into(),
+            ));
+        }
+        let notes = notifications(&history);
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<String> = notes.iter().map(|(u, _, _)| u.0.clone()).collect();
+        let mut jobs = vec![];
+        for device in devices::of_users(&self.pool, &users).await? {
+            let Some((_, title, text)) = notes.iter().find(|(u, _, _)| u.0 == device.user_id)
+            else {
+                continue;
+            };
+            jobs.push(NewJob {
+                channel: Channel::Push,
+                event_id: last.event_id,
+                request_id: last.request_id.0,
+                sequence: last.sequence,
+                target: device.token.clone(),
+                body: json!({"message": {
+                    "token": device.token,
+                    "notification": {"title": title, "body": text},
+                    "data": {
+                        "request_id": last.request_id.to_string(),
+                        "event_id": last.event_id.to_string(),
+                        "deep_link": format!("approvals://requests/{}", last.request_id),
+                    }
+                }}),
+                committed_at: last.recorded_at,
+            });
+        }
+        if deliveries::create(&self.pool, &jobs).await? > 0 {
+            self.jobs.notify();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_notify;
+
+    #[test]
+    fn only_inbox_changes_and_final_statuses_notify() {
+        assert!(may_notify("RequestSubmitted"));
+        assert!(may_notify("RequestApproved"));
+        assert!(!may_notify("ApprovalRecorded"));
+    }
+}

@@ -1,0 +1,58 @@
+//! `GET /v1/stream`: server-sent events of the caller's inbox changes while the app is open.
+//!
+//! The stream opens with `event: ready`; then each change of a request the caller takes part in
+//! is an `event: inbox` whose data is `{"request_id", "event_type", "version", "status"}`, sent
+//! once the read models show it (so a `GET /v1/inbox` right after sees it). A comment line every
+//! 15 s keeps proxies from closing the connection.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use actix_web::{get, web, HttpResponse};
+
+use crate::http::auth::Person;
+use crate::http::errors::ErrorBody;
+use crate::http::AppState;
+
+/// How often an idle stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Server-sent events of the caller's inbox changes.
+#[utoipa::path(
+    get, path = "/v1/stream", tag = "inbox",
+    responses(
+        (status = 200, description = "text/event-stream: `event: ready`, then `event: inbox` with data {\"request_id\", \"event_type\", \"version\", \"status\"}", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/stream")]
+pub async fn stream(state: web::Data<AppState>, person: Person) -> HttpResponse {
+    let rx = state.hub.listen(person.0.user.as_str());
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.reset();
+    let events = futures_util::stream::unfold(
+        (rx, keep_alive, true),
+        |(mut rx, mut keep_alive, first)| async move {
+            if first {
+                let ready = Bytes::from_static(b"event: ready\ndata: {}\n\n");
+                return Some((Ok::<_, Infallible>(ready), (rx, keep_alive, false)));
+            }
+            let chunk = tokio::select! {
+                change = rx.recv() => {
+                    let change = change?;
+                    let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
+                    Bytes::from(format!("event: inbox\ndata: {data}\n\n"))
+                }
+                _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok(chunk), (rx, keep_alive, false)))
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events)
+}

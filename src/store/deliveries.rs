@@ -1,0 +1,242 @@
+//! The durable delivery jobs of the legacy-sync and push handlers: created idempotently (one per
+//! event and target), claimed with a lease so a crashed worker's jobs come back, and recorded as
+//! delivered, retried, dead (a dead letter) or dropped.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Where a job goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A signed callback to a legacy system; `target` is the system's key.
+    Callback,
+    /// A push notification; `target` is the device token.
+    Push,
+}
+
+impl Channel {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Callback => "callback",
+            Self::Push => "push",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        if text == "push" {
+            Self::Push
+        } else {
+            Self::Callback
+        }
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Callback or push.
+    pub channel: Channel,
+    /// The event it carries.
+    pub event_id: Uuid,
+    /// The event's request.
+    pub request_id: Uuid,
+    /// The event's sequence in its request (callbacks go out in this order).
+    pub sequence: i64,
+    /// The system key or device token.
+    pub target: String,
+    /// The body to send, fixed at creation so every attempt sends the same.
+    pub body: Value,
+    /// The event's commit time.
+    pub committed_at: DateTime<Utc>,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    /// Its id.
+    pub id: i64,
+    #[sqlx(rename = "channel")]
+    channel_name: String,
+    /// The event it carries.
+    pub event_id: Uuid,
+    /// The event's request.
+    pub request_id: Uuid,
+    /// The event's sequence.
+    pub sequence: i64,
+    /// The system key or device token.
+    pub target: String,
+    /// The body.
+    pub body: Value,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    /// The event's commit time.
+    pub committed_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// Callback or push.
+    pub fn channel(&self) -> Channel {
+        Channel::parse(&self.channel_name)
+    }
+}
+
+/// Creates the jobs that do not exist yet; returns how many were new.
+pub async fn create(pool: &PgPool, jobs: &[NewJob]) -> Result<u64, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let channel: Vec<&str> = jobs.iter().map(|j| j.channel.as_str()).collect();
+    let event_id: Vec<Uuid> = jobs.iter().map(|j| j.event_id).collect();
+    let request_id: Vec<Uuid> = jobs.iter().map(|j| j.request_id).collect();
+    let sequence: Vec<i64> = jobs.iter().map(|j| j.sequence).collect();
+    let target: Vec<&str> = jobs.iter().map(|j| j.target.as_str()).collect();
+    let body: Vec<&Value> = jobs.iter().map(|j| &j.body).collect();
+    let committed_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.committed_at).collect();
+    let result = sqlx::query(
+        "INSERT INTO deliveries (channel, event_id, request_id, sequence, target, body, committed_at) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
+         ON CONFLICT (channel, event_id, target) DO NOTHING",
+    )
+    .bind(&channel)
+    .bind(&event_id)
+    .bind(&request_id)
+    .bind(&sequence)
+    .bind(&target)
+    .bind(&body)
+    .bind(&committed_at)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Claims up to `limit` due jobs, leasing each for `lease_secs`: a job whose worker dies comes
+/// back when its lease ends. A callback waits while an earlier event of its request still has a
+/// pending or dead callback to the same system, so a request's events never overtake each other.
+pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS ( \
+             SELECT d.id FROM deliveries d \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
+               AND NOT (d.channel = 'callback' AND EXISTS ( \
+                   SELECT 1 FROM deliveries e \
+                   WHERE e.channel = 'callback' AND e.request_id = d.request_id \
+                     AND e.target = d.target AND e.sequence < d.sequence \
+                     AND e.status IN ('pending', 'dead'))) \
+             ORDER BY d.next_attempt_at, d.id \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries j \
+            SET attempts = j.attempts + 1, \
+                next_attempt_at = now() + make_interval(secs => $2), \
+                updated_at = now() \
+           FROM due WHERE j.id = due.id \
+         RETURNING j.id, j.channel, j.event_id, j.request_id, j.sequence, j.target, j.body, \
+                   j.attempts, j.committed_at",
+    )
+    .bind(limit)
+    .bind(lease_secs)
+    .fetch_all(pool)
+    .await
+}
+
+/// The job reached its target.
+pub async fn delivered(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = 'delivered', delivered_at = now(), updated_at = now(), \
+         last_error = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The job failed for now: try again after `delay_ms`.
+pub async fn retry_later(
+    pool: &PgPool,
+    id: i64,
+    delay_ms: u64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), \
+         last_error = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(delay_ms as f64 / 1000.0)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The job ends as `status` (`dead` or `dropped`) with `error`.
+pub async fn finish(pool: &PgPool, id: i64, status: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, last_error = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A dead letter, as `dead-letters list` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// The job's id: the argument of `dead-letters retry`.
+    pub id: i64,
+    /// `callback` or `push`.
+    pub channel: String,
+    /// The event.
+    pub event_id: Uuid,
+    /// The request.
+    pub request_id: Uuid,
+    /// The event's sequence.
+    pub sequence: i64,
+    /// The system or device.
+    pub target: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// When it died.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every dead letter, oldest first.
+pub async fn dead_letters(pool: &PgPool) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, channel, event_id, request_id, sequence, target, attempts, last_error, updated_at \
+         FROM deliveries WHERE status = 'dead' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Puts dead letter `id` (or every one, with `None`) back in line, with fresh attempts.
+/// Returns how many were re-driven.
+pub async fn retry_dead(pool: &PgPool, id: Option<i64>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), \
+         updated_at = now() WHERE status = 'dead' AND ($1::int8 IS NULL OR id = $1)",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Dead letters per channel, for the metrics.
+pub async fn dead_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, count(*) FROM deliveries WHERE status = 'dead' GROUP BY channel",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,532 @@
+//! Events leave the service: signed callbacks reach the legacy system once and in order per
+//! request, pushes reach the phones, failures are retried or dead-lettered, and neither a
+//! redelivered message nor a poison one does harm.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_aggregates::RequestId;
+use approval_ledger::broker::Topology;
+use approval_ledger::handlers::legacy_sync::LegacySync;
+use approval_ledger::handlers::{Handler, JobSignal};
+use approval_ledger::http::auth::signature;
+use approval_ledger::relay::Envelope;
+use approval_ledger::startup::Roles;
+use common::fake::{Call, FakeEndpoint};
+use common::{purchase_order, single_step, TestApp, AMQP, ERP_SECRET};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A service whose ERP calls back to `legacy` and whose pushes go to `fcm`.
+async fn app_with(legacy: &FakeEndpoint, fcm: &FakeEndpoint, extra: &[(&str, &str)]) -> TestApp {
+    let callback = format!("{}/approvals/callback", legacy.url);
+    let mut settings = vec![
+        (
+            "APPROVAL_LEDGER_SYSTEMS__ERP__CALLBACK_URL",
+            callback.as_str(),
+        ),
+        ("APPROVAL_LEDGER_PUSH__PROVIDER", "fcm"),
+        ("APPROVAL_LEDGER_PUSH__FCM_ENDPOINT", fcm.url.as_str()),
+        ("APPROVAL_LEDGER_PUSH__FCM_PROJECT", "ledger-test"),
+        ("APPROVAL_LEDGER_PUSH__FCM_BEARER", "fcm-test-bearer"),
+    ];
+    settings.extend_from_slice(extra);
+    TestApp::spawn_with(Roles::ALL, &settings).await
+}
+
+async fn register_device(app: &TestApp, user: &str, token: &str) {
+    let response = app
+        .post_as(
+            user,
+            "/v1/devices",
+            &json!({"platform": "android", "token": token}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+fn of_type<'a>(calls: &'a [Call], kind: &str) -> Vec<&'a Call> {
+    calls.iter().filter(|c| c.body["type"] == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_reaches_the_legacy_system_signed_and_phones_get_their_pushes() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(&legacy, &fcm, &[]).await;
+    register_device(&app, "alice", "token-alice").await;
+    register_device(&app, "bob", "token-bob").await;
+    register_device(&app, "dina", "token-dina").await;
+
+    let id = app.submit_ok(&purchase_order("PO-4711")).await;
+    // A new inbox item: alice's phone buzzes.
+    let pushes = fcm.wait_for(WAIT, |c| !c.is_empty()).await;
+    assert_eq!(pushes.len(), 1);
+    let push = &pushes[0];
+    assert_eq!(push.path, "/v1/projects/ledger-test/messages:send");
+    assert_eq!(push.header("authorization"), Some("Bearer fcm-test-bearer"));
+    assert_eq!(push.body["message"]["token"], "token-alice");
+    assert_eq!(push.body["message"]["data"]["request_id"], id.as_str());
+    assert_eq!(
+        push.body["message"]["data"]["deep_link"],
+        format!("approvals://requests/{id}")
+    );
+    assert!(push.body["message"]["notification"]["title"].is_string());
+
+    // Step 2 opens: bob is notified (carol and dave have no device).
+    app.approve("alice", &id).await;
+    let pushes = fcm.wait_for(WAIT, |c| c.len() >= 2).await;
+    assert_eq!(pushes[1].body["message"]["token"], "token-bob");
+
+    for who in ["bob", "carol", "erin", "frank"] {
+        assert_eq!(app.approve(who, &id).await.status(), StatusCode::OK);
+    }
+    let calls = legacy
+        .wait_for(WAIT, |c| !of_type(c, "approval.approved").is_empty())
+        .await;
+    let approved = of_type(&calls, "approval.approved");
+    assert_eq!(approved.len(), 1, "one callback for the decision");
+    let call = approved[0];
+    assert_eq!(call.path, "/approvals/callback");
+    assert_eq!(call.body["request_id"], id.as_str());
+    assert_eq!(call.body["external_ref"], "PO-4711");
+    assert_eq!(call.body["status"], "approved");
+    assert_eq!(call.body["decided_by"], "frank");
+    assert_eq!(call.body["version"], 10);
+    assert_eq!(
+        call.header("x-ledger-event-id"),
+        call.body["event_id"].as_str()
+    );
+    let ts: i64 = call.header("x-ledger-timestamp").unwrap().parse().unwrap();
+    assert_eq!(
+        call.header("x-ledger-signature").unwrap(),
+        signature(ERP_SECRET, ts, call.raw.as_bytes()),
+        "signed with the system's secret over timestamp and raw body"
+    );
+    assert!(
+        of_type(&calls, "approval.step_completed").is_empty(),
+        "progress callbacks are off by default"
+    );
+
+    // The requester hears of the final status.
+    let pushes = fcm
+        .wait_for(WAIT, |c| {
+            c.iter().any(|p| p.body["message"]["token"] == "token-dina")
+        })
+        .await;
+    assert!(pushes
+        .iter()
+        .any(|p| p.body["message"]["token"] == "token-dina"));
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("approval_ledger_commit_to_callback_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("approval_ledger_commit_to_publish_seconds_count"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answering_503_then_200_gets_the_same_event_id_twice_and_the_decision_once() {
+    let legacy = FakeEndpoint::start(Arc::new(|_: &Call, before| {
+        if before == 0 {
+            (503, None)
+        } else {
+            (200, None)
+        }
+    }))
+    .await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(&legacy, &fcm, &[]).await;
+    let id = app.submit_ok(&single_step("L-1", &["alice"])).await;
+    app.approve("alice", &id).await;
+    legacy.wait_for(WAIT, |c| c.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = legacy.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "one retry after the 503, then nothing: {calls:?}"
+    );
+    assert_eq!(
+        calls[0].header("x-ledger-event-id"),
+        calls[1].header("x-ledger-event-id")
+    );
+    assert_eq!(calls[0].body, calls[1].body, "the same decision both times");
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE channel = 'callback'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("delivered", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_lands_in_dead_letters_and_retry_delivers_it() {
+    let legacy = FakeEndpoint::start(Arc::new(|_: &Call, before| {
+        if before == 0 {
+            (400, None)
+        } else {
+            (200, None)
+        }
+    }))
+    .await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(&legacy, &fcm, &[]).await;
+    let id = app.submit_ok(&single_step("L-2", &["alice"])).await;
+    app.decide("alice", &id, "reject", &json!({"comment": "no"}))
+        .await;
+    legacy.wait_for(WAIT, |c| !c.is_empty()).await;
+
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_approval-ledger"))
+            .args(args)
+            .env("APPROVAL_LEDGER_DATABASE__URL", app.db.url())
+            .env("APPROVAL_LEDGER_BROKER__EXCHANGE", &app.broker.exchange)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed = common::eventually(WAIT, || async {
+        let out = cli(&["dead-letters", "list"]);
+        out.contains("answered 400").then_some(out)
+    })
+    .await
+    .expect("the refused callback is a dead letter");
+    assert!(listed.contains(&id), "{listed}");
+    assert!(listed.contains("callback"));
+
+    assert!(cli(&["dead-letters", "retry", "--all"]).contains("re-driven: 1"));
+    let calls = legacy.wait_for(WAIT, |c| c.len() >= 2).await;
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].body["type"], "approval.rejected");
+    assert_eq!(
+        calls[0].header("x-ledger-event-id"),
+        calls[1].header("x-ledger-event-id")
+    );
+    assert!(cli(&["dead-letters", "list"]).contains("no dead letters"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_event_never_overtakes_an_earlier_one_still_retrying_and_other_requests_flow() {
+    // The step-completed callback of PO-A fails three times; PO-A's approval must wait for it,
+    // while PO-B's callbacks go through.
+    let legacy = FakeEndpoint::start(Arc::new(|call: &Call, before| {
+        if call.body["external_ref"] == "PO-A"
+            && call.body["type"] == "approval.step_completed"
+            && before < 3
+        {
+            (503, Some(0))
+        } else {
+            (200, None)
+        }
+    }))
+    .await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(
+        &legacy,
+        &fcm,
+        &[("APPROVAL_LEDGER_SYSTEMS__ERP__PROGRESS_CALLBACKS", "true")],
+    )
+    .await;
+    let two_steps = |reference: &str| {
+        json!({"external_ref": reference, "kind": "leave", "title": reference, "requester": "dina",
+               "steps": [{"approvers": ["alice"], "rule": "any"}, {"approvers": ["bob"], "rule": "any"}]})
+    };
+    let a = app.submit_ok(&two_steps("PO-A")).await;
+    let b = app.submit_ok(&two_steps("PO-B")).await;
+    for id in [&a, &b] {
+        app.approve("alice", id).await;
+        app.approve("bob", id).await;
+    }
+    let calls = legacy
+        .wait_for(WAIT, |c| {
+            c.iter()
+                .filter(|x| x.body["type"] == "approval.approved")
+                .count()
+                == 2
+        })
+        .await;
+    let for_a: Vec<(String, usize)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.body["external_ref"] == "PO-A")
+        .map(|(i, c)| {
+            (
+                format!("{}#{}", c.body["type"].as_str().unwrap(), c.body["step"]),
+                i,
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = for_a.iter().map(|(k, _)| k.as_str()).collect();
+    let step = |n: u32| format!("approval.step_completed#{n}");
+    let (s0, s1) = (step(0), step(1));
+    assert_eq!(
+        kinds,
+        [&s0, &s0, &s0, &s0, &s1, &s1, &s1, &s1, "approval.approved#null"],
+        "each step's callback fails three times and succeeds; only then the next, and the approval last"
+    );
+    let b_approved = calls
+        .iter()
+        .position(|c| c.body["external_ref"] == "PO-B" && c.body["type"] == "approval.approved")
+        .unwrap();
+    assert!(
+        b_approved < for_a[7].1,
+        "PO-B did not wait for PO-A's retries"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.body["external_ref"] == "PO-B")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_dies_after_its_effect_before_the_ack_does_not_duplicate_the_effect() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::ok().await;
+    // No worker at first: the events wait in the store.
+    let app = app_with(
+        &legacy,
+        &fcm,
+        &[("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50")],
+    )
+    .await;
+    let mut app = app
+        .restart(Roles {
+            api: true,
+            worker: false,
+        })
+        .await;
+    let id = app
+        .submit(&single_step("L-3", &["alice"]))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.approve("alice", &id).await;
+
+    // A consumer of our own takes the approval's message from the legacy-sync queue, makes its
+    // effect durable (the callback job), and dies before acknowledging it.
+    let history = approval_ledger::store::events::history(
+        &app.pool,
+        RequestId(Uuid::parse_str(&id).unwrap()),
+        i64::MAX,
+    )
+    .await
+    .unwrap();
+    let approved = history.last().unwrap();
+    assert_eq!(approved.event_type, "RequestApproved");
+    let envelope = Envelope::of(approved, "erp", "L-3");
+    let topology = Topology::new(&app.broker.exchange);
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            topology.legacy_sync.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&envelope).unwrap(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            topology.legacy_sync.as_str().into(),
+            "dies-before-ack".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = consumer.next().await.unwrap().unwrap();
+    let taken: Envelope = serde_json::from_slice(&delivery.data).unwrap();
+    let handler = LegacySync {
+        pool: app.pool.clone(),
+        systems: Arc::new(app.settings.systems.clone()),
+        jobs: JobSignal::default(),
+    };
+    handler.handle(&taken).await.unwrap();
+    drop(delivery);
+    conn.close(320, "the consumer dies".into()).await.unwrap();
+
+    // The service's worker starts: it gets the redelivered message and the relay's own copy.
+    app.stop().await;
+    let app = app.restart(Roles::ALL).await;
+    let calls = legacy.wait_for(WAIT, |c| !c.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(legacy.calls().len(), 1, "one callback: {calls:?}");
+    let (jobs,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM deliveries WHERE channel = 'callback'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_the_next_event_still_flows() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(&legacy, &fcm, &[]).await;
+    // Wait for the topology, then publish garbage where both work queues receive it.
+    let ready = common::eventually(WAIT, || async {
+        let r = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some());
+    let topology = Topology::new(&app.broker.exchange);
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            topology.exchange.as_str().into(),
+            "approval.erp.RequestApproved".into(),
+            BasicPublishOptions::default(),
+            b"\xff not an envelope",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let dead_count = |queue: String| {
+        let channel = channel.clone();
+        async move {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|q| q.message_count())
+                .unwrap_or(0)
+        }
+    };
+    let dead = common::eventually(WAIT, || async {
+        let legacy_dead = dead_count(Topology::dead_letter_queue(&topology.legacy_sync)).await;
+        let push_dead = dead_count(Topology::dead_letter_queue(&topology.push)).await;
+        (legacy_dead == 1 && push_dead == 1).then_some(())
+    })
+    .await;
+    assert!(
+        dead.is_some(),
+        "both work queues dead-lettered the poison message"
+    );
+
+    let id = app.submit_ok(&single_step("L-4", &["alice"])).await;
+    app.approve("alice", &id).await;
+    let calls = legacy.wait_for(WAIT, |c| !c.is_empty()).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body["request_id"], id.as_str());
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_register_and_one_the_provider_reports_unregistered_is_removed() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::start(Arc::new(|call: &Call, _| {
+        if call.body["message"]["token"] == "stale-token" {
+            (404, None)
+        } else {
+            (200, None)
+        }
+    }))
+    .await;
+    let app = app_with(&legacy, &fcm, &[]).await;
+    register_device(&app, "alice", "stale-token").await;
+    register_device(&app, "alice", "fresh-token").await;
+    register_device(&app, "bob", "gone-token").await;
+    let response = app
+        .client
+        .delete(format!("{}/v1/devices/gone-token", app.address))
+        .bearer_auth(app.token("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = app
+        .client
+        .delete(format!("{}/v1/devices/fresh-token", app.address))
+        .bearer_auth(app.token("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "not bob's device");
+    let bad = app
+        .post_as(
+            "alice",
+            "/v1/devices",
+            &json!({"platform": "windows", "token": "x"}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    app.submit_ok(&single_step("L-5", &["alice", "bob"])).await;
+    let calls = fcm.wait_for(WAIT, |c| c.len() >= 2).await;
+    let mut tokens: Vec<&str> = calls
+        .iter()
+        .map(|c| c.body["message"]["token"].as_str().unwrap())
+        .collect();
+    tokens.sort_unstable();
+    assert_eq!(
+        tokens,
+        ["fresh-token", "stale-token"],
+        "one push per device; bob has none left"
+    );
+    let gone = common::eventually(WAIT, || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM devices WHERE token = 'stale-token'")
+                .fetch_one(&app.pool)
+                .await
+                .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the unregistered device is removed");
+}
