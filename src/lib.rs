@@ -12,7 +12,11 @@
 //! - [`expiry`]: expires overdue requests.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
-//! - [`startup`]: builds and runs the roles; [`cli`]: the command line.
+//! - [`broker`]: the RabbitMQ connection's supervisor and the topology; [`relay`]: the feed,
+//!   published to RabbitMQ with confirms.
+//! - [`handlers`]: the legacy-sync and push consumers and the delivery scheduler.
+//! - [`stream`]: the live stream of inbox changes behind `GET /v1/stream`.
+//! - [`startup`]: builds and runs the roles; [`shutdown`]: stopping; [`cli`]: the command line.
 //!
 //! The domain rules are not here: they are in the `approval_aggregates` crate, and the read
 //! models' folding and queries in `approval_projections`.
@@ -29,6 +33,7 @@ pub mod metrics;
 pub mod progress;
 pub mod projector;
 pub mod relay;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod stream;

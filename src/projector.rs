@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::FeedSettings;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::shutdown::pause;
 use crate::store::checkpoints;
 use crate::store::feed::Feed;
 
@@ -145,12 +146,5 @@ pub async fn run<P: Projection>(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-async fn pause(stop: &CancellationToken, how_long: Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(how_long) => {}
     }
 }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::broker::{Broker, Topology};
 use crate::config::{BrokerSettings, FeedSettings};
 use crate::metrics::Metrics;
+use crate::shutdown::pause;
 use crate::store::{self, checkpoints, feed::Feed};
 
 /// The relay's checkpoint name.
@@ -332,12 +333,5 @@ async fn publish(
             "RabbitMQ did not confirm the batch within {} ms",
             timeout.as_millis()
         ))),
-    }
-}
-
-async fn pause(stop: &CancellationToken, how_long: Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(how_long) => {}
     }
 }

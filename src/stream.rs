@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::progress::Progress;
+use crate::shutdown::pause;
 use crate::store::feed::{self, Feed};
 
 /// Messages a listener may hold before the newest are dropped for it.
@@ -192,12 +193,5 @@ impl StreamHub {
                 self.send(&user, &change);
             }
         }
-    }
-}
-
-async fn pause(stop: &CancellationToken, how_long: Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(how_long) => {}
     }
 }

@@ -403,17 +403,7 @@ async fn a_poison_message_is_dead_lettered_and_the_next_event_still_flows() {
     let fcm = FakeEndpoint::ok().await;
     let app = app_with(&legacy, &fcm, &[]).await;
     // Wait for the topology, then publish garbage where both work queues receive it.
-    let ready = common::eventually(WAIT, || async {
-        let r = app
-            .client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    assert!(ready.is_some());
+    app.wait_ready().await;
     let topology = Topology::new(&app.broker.exchange);
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await

@@ -25,20 +25,7 @@ async fn health_readiness_and_metrics_answer() {
         .unwrap();
     assert_eq!(health["status"], "ok");
     // Ready once the worker's broker connection is up.
-    let ready = common::eventually(std::time::Duration::from_secs(30), || async {
-        let r = app
-            .client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "PostgreSQL and RabbitMQ run on this machine"
-    );
+    app.wait_ready().await;
 
     let metrics = app
         .client

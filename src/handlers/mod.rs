@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::relay::Envelope;
+use crate::shutdown::pause;
 
 pub mod legacy_sync;
 pub mod push;
@@ -196,12 +197,5 @@ async fn handle_decoded<H: Handler>(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-async fn pause(stop: &CancellationToken, how_long: Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(how_long) => {}
     }
 }

@@ -25,6 +25,7 @@ use crate::config::{DeliverySettings, PushSettings, SystemSettings};
 use crate::handlers::JobSignal;
 use crate::http::auth::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::metrics::Metrics;
+use crate::shutdown::pause;
 use crate::store::deliveries::{self, Channel, Job};
 use crate::store::devices;
 
@@ -287,13 +288,6 @@ fn without_url(e: &reqwest::Error) -> String {
         text = text.replace(url.as_str(), "<url>");
     }
     text
-}
-
-async fn pause(stop: &CancellationToken, how_long: Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(how_long) => {}
-    }
 }
 
 #[cfg(test)]

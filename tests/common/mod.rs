@@ -237,6 +237,21 @@ impl TestApp {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (a worker's broker connection is up).
+    pub async fn wait_ready(&self) {
+        let ready = eventually(Duration::from_secs(30), || async {
+            let r = self
+                .client
+                .get(format!("{}/readyz", self.address))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "the service became ready");
+    }
+
     pub fn token(&self, user: &str) -> String {
         self.token_with(user, &[])
     }
