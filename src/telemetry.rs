@@ -14,13 +14,15 @@ pub fn init(settings: &LogSettings) {
         .or_else(|_| EnvFilter::try_new(format!("{},sqlx=warn", settings.level)))
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colours only for a person at a terminal, never in files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = if settings.format == "json" {
         registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init()
     } else {
         registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
             .try_init()
     };
     // Already installed (by a test harness or an earlier call): keep it.
