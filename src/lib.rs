@@ -10,6 +10,8 @@
 //!   checkpoint and read model in one transaction.
 //! - [`progress`]: how far the projections are, for read-your-writes.
 //! - [`expiry`]: expires overdue requests.
+//! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
+//!   verify`, point-in-time replay and export.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
 //! - [`startup`]: builds and runs the roles; [`cli`]: the command line.
@@ -18,6 +20,7 @@
 //! models' folding and queries in `approval_projections`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod expiry;

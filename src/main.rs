@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("approval-ledger: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<cli::audit::NotIntact>().is_some() {
+                ExitCode::from(cli::audit::NOT_INTACT_EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -48,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", cli::token::run(&settings, &user, &roles, &ttl)?);
             Ok(())
         }
+        Command::Audit { command } => cli::audit::run(&settings, command).await,
     }
 }
 

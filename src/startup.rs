@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::reader::AuditReader;
 use crate::config::Settings;
 use crate::http::{self, AppState, Limits};
 use crate::ledger::Ledger;
@@ -115,6 +116,13 @@ impl Application {
             ));
             tasks.push(spawn_projection(
                 LookupProjection::new(&schema),
+                &ctx,
+                &signal,
+                &stop,
+            ));
+            // Not among PROJECTIONS: commands never wait for the audit reader.
+            tasks.push(spawn_projection(
+                AuditReader::new(&settings.audit),
                 &ctx,
                 &signal,
                 &stop,

@@ -84,6 +84,10 @@ pub enum ProjectionError {
     /// A stored state could not be read or written as JSON.
     #[error("state encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// The stored events disagree with what the feed delivered (an event vanished or changed
+    /// under the reader): the batch is not applied.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
 }
 
 /// A read model folded from the feed.

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
+use crate::http::{decisions, dto, errors, history, inbox, ops, requests, systems};
 
 /// The document.
 #[derive(OpenApi)]
@@ -19,6 +19,7 @@ use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
         inbox::list,
         requests::detail, requests::approve, requests::reject, requests::return_,
         requests::delegate, requests::withdraw,
+        history::history,
         decisions::bulk,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
@@ -32,6 +33,7 @@ use crate::http::{decisions, dto, errors, inbox, ops, requests, systems};
         dto::RequestDetail, dto::StepOut, dto::DecisionOut, dto::DelegationOut, dto::OutcomeOut,
         dto::TimelineOut,
         ops::Health, ops::Readiness,
+        history::HistoryAnswer,
     )),
     modifiers(&Security),
     tags(

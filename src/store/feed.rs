@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use approval_aggregates::upcasters::upcasters;
-use approval_aggregates::{ApprovalEvent, RequestId};
+use approval_aggregates::{ApprovalEvent, ApprovalRequest, RequestId};
 use approval_projections::{FeedEvent, Position};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
@@ -113,6 +113,21 @@ impl Feed {
         Ok(Batch { events, held_back })
     }
 
+    /// Every committed event of request `id`, in sequence order, decoded and upcast exactly as
+    /// the feed delivers them: what the audit replay folds.
+    pub async fn events_of(&self, id: RequestId) -> Result<Vec<FeedEvent>, FeedError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT tx_id, global_id, event_id, aggregate_id, sequence, event_type, event_version, \
+                    payload, metadata, recorded_at \
+             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(<ApprovalRequest as cqrs_es::Aggregate>::TYPE)
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|row| self.decode(row)).collect()
+    }
+
     fn decode(&self, row: Row) -> Result<FeedEvent, FeedError> {
         let position = Position {
             tx_id: row.tx_id,
@@ -166,13 +181,7 @@ impl Feed {
 
 /// Applies every upcaster that accepts the event, in order, as cqrs-es does on its own path.
 pub fn upcast(upcasters: &[Box<dyn EventUpcaster>], event: SerializedEvent) -> SerializedEvent {
-    upcasters.iter().fold(event, |event, upcaster| {
-        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-            upcaster.upcast(event)
-        } else {
-            event
-        }
-    })
+    approval_aggregates::upcasters::apply(upcasters, event)
 }
 
 /// How far a reader at `at` is behind the feed's head: events (counted up to `cap`) and the age of

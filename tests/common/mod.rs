@@ -3,6 +3,8 @@
 //! signed legacy system or as a person with a token.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cli;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
