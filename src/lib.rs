@@ -11,7 +11,7 @@
 //! - [`progress`]: how far the projections are, for read-your-writes.
 //! - [`expiry`]: expires overdue requests.
 //! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
-//!   verify`, point-in-time replay and export.
+//!   verify`, point-in-time replay and export; [`rebuild`]: `projections rebuild`.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
 //! - [`startup`]: builds and runs the roles; [`cli`]: the command line.
@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod progress;
 pub mod projector;
+pub mod rebuild;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => cli::audit::run(&settings, command).await,
+        Command::Projections { command } => cli::projections::run(&settings, command).await,
     }
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod audit;
 pub mod meter;
+pub mod projections;
 pub mod token;
 
 /// approval-ledger: one approval inbox in front of many legacy systems.
@@ -61,6 +62,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Operate the read models.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
     },
 }
 
