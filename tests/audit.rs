@@ -74,6 +74,19 @@ async fn tamper(app: &TestApp, sql: &str) {
     conn.close().await.unwrap();
 }
 
+/// Runs `audit verify ARGS`, which must find the store not intact and name `needle` first, on
+/// stdout and in its error line.
+async fn not_intact(app: &TestApp, args: &[&str], needle: &str) -> common::cli::CliRun {
+    let run = app.cli(&[&["audit", "verify"], args].concat()).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stdout.contains(needle), "{run:?}");
+    assert!(
+        run.stderr.contains(needle),
+        "the error line names it too: {run:?}"
+    );
+    run
+}
+
 async fn sequences(app: &TestApp, id: &str) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT max(sequence) FROM events WHERE aggregate_id = $1")
         .bind(id)
@@ -153,19 +166,10 @@ async fn verify_names_an_edited_payload_when_the_triggers_were_bypassed() {
     )
     .await;
 
-    let run = app.cli(&["audit", "verify"]).await;
-    assert_eq!(run.code, Some(3), "{run:?}");
     let first = format!("request {po} sequence 2 ");
-    assert!(run.stdout.contains(&first), "{run:?}");
-    assert!(
-        run.stderr.contains(&first),
-        "the error line names it too: {run:?}"
-    );
+    let run = not_intact(&app, &[], &first).await;
     assert!(run.stdout.contains("was changed"), "{run:?}");
-
-    let one = app.cli(&["audit", "verify", &po]).await;
-    assert_eq!(one.code, Some(3), "{one:?}");
-    assert!(one.stdout.contains(&first), "{one:?}");
+    not_intact(&app, &[&po], &first).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,19 +184,13 @@ async fn verify_names_a_deleted_last_event_of_a_request() {
     .await;
 
     // The request's own chain is still whole: only the audit ledger can tell.
-    let run = app.cli(&["audit", "verify"]).await;
-    assert_eq!(run.code, Some(3), "{run:?}");
     let named = format!("request {po} sequence {last}: missing");
-    assert!(run.stdout.contains(&named), "{run:?}");
-    assert!(run.stderr.contains(&named), "{run:?}");
+    let run = not_intact(&app, &[], &named).await;
     assert!(
         run.stdout.contains("events were removed"),
         "the checkpoints disagree too: {run:?}"
     );
-
-    let one = app.cli(&["audit", "verify", &po]).await;
-    assert_eq!(one.code, Some(3), "{one:?}");
-    assert!(one.stdout.contains(&named), "{one:?}");
+    not_intact(&app, &[&po], &named).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,11 +203,8 @@ async fn verify_names_a_request_removed_whole() {
     )
     .await;
 
-    let run = app.cli(&["audit", "verify"]).await;
-    assert_eq!(run.code, Some(3), "{run:?}");
     let named = format!("request {leave} sequence 1: missing: the whole request was removed");
-    assert!(run.stdout.contains(&named), "{run:?}");
-    assert!(run.stderr.contains(&named), "{run:?}");
+    not_intact(&app, &[], &named).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,15 +250,9 @@ async fn exported_checkpoints_catch_an_older_backup_restored_with_its_audit_tabl
         "the restored database agrees with itself: {inside:?}"
     );
     let path = file.to_string_lossy().to_string();
-    let against = app.cli(&["audit", "verify", "--checkpoints", &path]).await;
+    let removed = format!("the store has {before_last}: events were removed");
+    let against = not_intact(&app, &["--checkpoints", &path], &removed).await;
     std::fs::remove_file(&file).ok();
-    assert_eq!(against.code, Some(3), "{against:?}");
-    assert!(
-        against
-            .stdout
-            .contains(&format!("the store has {before_last}: events were removed")),
-        "{against:?}"
-    );
     assert!(
         against.stdout.contains("checkpoints were rewritten"),
         "{against:?}"

@@ -31,6 +31,19 @@ async fn append_v1_0(app: &TestApp, id: &str, sequence: i64, event_type: &str, b
     .unwrap();
 }
 
+/// The version event `sequence` of request `id` is stored in.
+async fn stored_version(app: &TestApp, id: &str, sequence: i64) -> String {
+    let (version,): (String,) = sqlx::query_as(
+        "SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = $2",
+    )
+    .bind(id)
+    .bind(sequence)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    version
+}
+
 /// Waits until the read model shows request `id` at `version`, as `user` sees it.
 async fn detail_at(app: &TestApp, user: &str, id: &str, version: u64) -> Value {
     eventually(Duration::from_secs(10), || async {
@@ -70,13 +83,7 @@ async fn decisions_stored_in_version_1_0_are_read_as_1_1_everywhere() {
         .unwrap();
     assert_eq!(events[1].event_version, "1.1");
     assert_eq!(events[1].payload["seen_version"], 1);
-    let (stored,): (String,) =
-        sqlx::query_as("SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = 2")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(stored, "1.0");
+    assert_eq!(stored_version(&app, &id, 2).await, "1.0");
 
     // The command path's aggregate folds them: bob decides at the second step, on version 3.
     let answer = app.approve("bob", &id).await;
@@ -84,14 +91,9 @@ async fn decisions_stored_in_version_1_0_are_read_as_1_1_everywhere() {
     let detail = app.detail("dina", &id).await;
     assert_eq!(detail["version"], 4);
     assert_eq!(detail["steps"][1]["decisions"][0]["seen_version"], 3);
-    let (bob_version,): (String,) =
-        sqlx::query_as("SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = 4")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
     assert_eq!(
-        bob_version, "1.1",
+        stored_version(&app, &id, 4).await,
+        "1.1",
         "new events are written in the current version"
     );
 

@@ -226,11 +226,12 @@ fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn rule(r: &RuleDto, approvers: usize) -> String {
+/// A step's rule, to be followed by "of <approvers>".
+fn rule(r: &RuleDto) -> String {
     match r {
         RuleDto::Any => "any one".into(),
-        RuleDto::All => format!("all {approvers}"),
-        RuleDto::AtLeast(n) => format!("at least {n} of {approvers}"),
+        RuleDto::All => "all".into(),
+        RuleDto::AtLeast(n) => format!("at least {n}"),
     }
 }
 
@@ -274,14 +275,18 @@ pub fn render(answer: &HistoryAnswer) -> String {
     }
     let _ = writeln!(out, "Steps");
     for step in &r.steps {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  {}. {} of {}: {}",
             step.index + 1,
-            rule(&step.rule, step.approvers.len()),
+            rule(&step.rule),
             step.approvers.join(", "),
             step.state
         );
+        if let Some(done) = &step.completed_at {
+            let _ = write!(out, " at {}", time(done));
+        }
+        let _ = writeln!(out);
         for d in &step.delegations {
             let _ = writeln!(
                 out,
