@@ -131,6 +131,34 @@ async fn an_untouched_ledger_verifies_and_the_database_hashes_as_the_verifier_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_row_append_chains_each_event_to_the_one_before_it() {
+    let app = spawn().await;
+    let id = app.submit_ok(&single_step("L-multi", &["erin"])).await;
+    // Several events of one command in one statement, as an append may write them: each row's
+    // trigger sees the rows the statement inserted before it.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata) \
+         SELECT 'ApprovalRequest', $1, s, t, '1.0', p, '{}' \
+         FROM UNNEST($2::int8[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS u(s, t, p, o) \
+         ORDER BY o",
+    )
+    .bind(&id)
+    .bind(vec![2i64, 3])
+    .bind(vec!["StepCompleted", "RequestExpired"])
+    .bind(vec![
+        json!({"StepCompleted": {"step": 0, "at": "2026-11-20T09:00:00Z"}}),
+        json!({"RequestExpired": {"at": "2026-11-20T09:00:00Z"}}),
+    ])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let one = app.cli(&["audit", "verify", &id]).await;
+    assert!(one.ok(), "{one:?}");
+    assert!(one.stdout.contains("3 events chained"), "{one:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_table_refuses_updates_and_deletes() {
     let app = spawn().await;
     let [po, ..] = history(&app).await;

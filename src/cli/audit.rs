@@ -195,7 +195,7 @@ fn conclude(report: &Report, one: Option<Uuid>) -> anyhow::Result<()> {
     let Some(first) = report.findings.first() else {
         match one {
             Some(id) => println!(
-                "intact: request {id}: {} events chained, agreeing with the audit ledger",
+                "intact: request {id}: {} events chained, none missing that the audit ledger saw",
                 report.events
             ),
             None => println!(

@@ -95,3 +95,42 @@ pub async fn history(
     })?;
     Ok(HttpResponse::Ok().json(HistoryAnswer::of(replay)))
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use super::*;
+    use crate::http::openapi::ApiDoc;
+
+    #[test]
+    fn the_openapi_document_describes_the_history_as_the_detail_plus_as_of() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let operation = &doc["paths"]["/v1/requests/{id}/history"]["get"];
+        let params: Vec<&str> = operation["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(params, ["id", "at", "version"]);
+        let schema = doc["components"]["schemas"]["HistoryAnswer"].to_string();
+        assert!(schema.contains("as_of"), "{schema}");
+        assert!(
+            schema.contains("#/components/schemas/RequestDetail"),
+            "{schema}"
+        );
+    }
+
+    #[test]
+    fn at_and_version_exclude_each_other() {
+        let both = HistoryParams {
+            at: Some(Utc::now()),
+            version: Some(2),
+        };
+        assert!(both.cut().is_err());
+        let neither = HistoryParams {
+            at: None,
+            version: None,
+        };
+        assert_eq!(neither.cut().ok(), Some(Cut::Latest));
+    }
+}
