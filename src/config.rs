@@ -65,6 +65,9 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Logging.
     pub log: LogSettings,
+    /// The audit ledger.
+    #[serde(default)]
+    pub audit: AuditSettings,
     /// The legacy systems, by key.
     #[serde(default)]
     pub systems: BTreeMap<String, SystemSettings>,
@@ -192,6 +195,21 @@ pub struct LogSettings {
     pub format: String,
     /// The default level filter.
     pub level: String,
+}
+
+/// The audit ledger: the running hash over the feed and its checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// The least time between two audit checkpoints; 0 writes one after every batch.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: 300,
+        }
+    }
 }
 
 /// One legacy system.

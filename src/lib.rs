@@ -10,6 +10,8 @@
 //!   checkpoint and read model in one transaction.
 //! - [`progress`]: how far the projections are, for read-your-writes.
 //! - [`expiry`]: expires overdue requests.
+//! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
+//!   verify`, point-in-time replay and export; [`rebuild`]: `projections rebuild`.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
 //! - [`broker`]: the RabbitMQ connection's supervisor and the topology; [`relay`]: the feed,
@@ -22,6 +24,7 @@
 //! models' folding and queries in `approval_projections`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -32,6 +35,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod progress;
 pub mod projector;
+pub mod rebuild;
 pub mod relay;
 pub mod shutdown;
 pub mod startup;

@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("approval-ledger: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<cli::audit::NotIntact>().is_some() {
+                ExitCode::from(cli::audit::NOT_INTACT_EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -59,6 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pool.close().await;
             result
         }
+        Command::Audit { command } => cli::audit::run(&settings, command).await,
+        Command::Projections { command } => cli::projections::run(&settings, command).await,
     }
 }
 

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::reader::AuditReader;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::handlers::legacy_sync::LegacySync;
@@ -174,6 +175,13 @@ impl Application {
             ));
             tasks.push(spawn_projection(
                 LookupProjection::new(&schema),
+                &ctx,
+                &signal,
+                &stop,
+            ));
+            // Not among PROJECTIONS: commands never wait for the audit reader.
+            tasks.push(spawn_projection(
+                AuditReader::new(&settings.audit),
                 &ctx,
                 &signal,
                 &stop,

@@ -89,6 +89,10 @@ pub struct StepDecision {
     pub verdict: Verdict,
     /// Their comment.
     pub comment: Option<String>,
+    /// The request's version they decided on. `None` in read models folded before decision
+    /// events recorded it (a `projections rebuild` fills it in).
+    #[serde(default)]
+    pub seen_version: Option<u64>,
     /// When.
     pub at: Timestamp,
 }
@@ -246,12 +250,14 @@ impl ApprovalRequest {
         let comment = d.comment.filter(|c| !c.trim().is_empty());
         validation::comment("comment", comment.as_deref())?;
         let by = me.clone();
+        let seen_version = request.version;
         match d.verdict {
             Verdict::Approve => {
                 let mut events = vec![ApprovalEvent::ApprovalRecorded {
                     step: step_index,
                     approver: by.clone(),
                     comment: comment.clone(),
+                    seen_version,
                     at: d.at,
                 }];
                 if step.rule.is_met(step.approvals() + 1, step.approvers.len()) {
@@ -275,6 +281,7 @@ impl ApprovalRequest {
                     step: step_index,
                     decided_by: by,
                     comment,
+                    seen_version,
                     at: d.at,
                 }])
             }
@@ -284,6 +291,7 @@ impl ApprovalRequest {
                     step: step_index,
                     decided_by: by,
                     comment,
+                    seen_version,
                     at: d.at,
                 }])
             }
@@ -448,8 +456,19 @@ impl ApprovalRequest {
                 step,
                 approver,
                 comment,
+                seen_version,
                 at,
-            } => record(request, step, approver, Verdict::Approve, comment, at),
+            } => record(
+                request,
+                step,
+                StepDecision {
+                    by: approver,
+                    verdict: Verdict::Approve,
+                    comment,
+                    seen_version: Some(seen_version),
+                    at,
+                },
+            ),
             ApprovalEvent::StepCompleted { step, at } => {
                 if let Some(s) = request.steps.get_mut(step) {
                     s.completed_at = Some(at);
@@ -460,27 +479,35 @@ impl ApprovalRequest {
                 step,
                 decided_by,
                 comment,
+                seen_version,
                 at,
             } => record(
                 request,
                 step,
-                decided_by,
-                Verdict::Reject,
-                Some(comment),
-                at,
+                StepDecision {
+                    by: decided_by,
+                    verdict: Verdict::Reject,
+                    comment: Some(comment),
+                    seen_version: Some(seen_version),
+                    at,
+                },
             ),
             ApprovalEvent::RequestReturned {
                 step,
                 decided_by,
                 comment,
+                seen_version,
                 at,
             } => record(
                 request,
                 step,
-                decided_by,
-                Verdict::Return,
-                Some(comment),
-                at,
+                StepDecision {
+                    by: decided_by,
+                    verdict: Verdict::Return,
+                    comment: Some(comment),
+                    seen_version: Some(seen_version),
+                    at,
+                },
             ),
             ApprovalEvent::ApproverDelegated {
                 step,
@@ -511,21 +538,9 @@ impl ApprovalRequest {
 }
 
 /// Adds a decision to a step.
-fn record(
-    request: &mut Request,
-    step: usize,
-    by: UserId,
-    verdict: Verdict,
-    comment: Option<String>,
-    at: Timestamp,
-) {
+fn record(request: &mut Request, step: usize, decision: StepDecision) {
     if let Some(s) = request.steps.get_mut(step) {
-        s.decisions.push(StepDecision {
-            by,
-            verdict,
-            comment,
-            at,
-        });
+        s.decisions.push(decision);
     }
 }
 

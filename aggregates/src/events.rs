@@ -46,6 +46,9 @@ pub enum ApprovalEvent {
         approver: UserId,
         /// What they wrote.
         comment: Option<String>,
+        /// The request's version the approver decided on: what they saw. Since 1.1; the
+        /// upcaster fills it for 1.0 events.
+        seen_version: u64,
         /// When.
         at: Timestamp,
     },
@@ -73,6 +76,8 @@ pub enum ApprovalEvent {
         decided_by: UserId,
         /// Why.
         comment: String,
+        /// The request's version the approver decided on. Since 1.1.
+        seen_version: u64,
         /// When.
         at: Timestamp,
     },
@@ -84,6 +89,8 @@ pub enum ApprovalEvent {
         decided_by: UserId,
         /// Why.
         comment: String,
+        /// The request's version the approver decided on. Since 1.1.
+        seen_version: u64,
         /// When.
         at: Timestamp,
     },
@@ -123,8 +130,16 @@ pub enum ApprovalEvent {
     },
 }
 
-/// The version every event type is written in today.
-pub const CURRENT_EVENT_VERSION: &str = "1.0";
+/// The version of every event type whose shape never changed.
+pub const FIRST_VERSION: &str = "1.0";
+
+/// The version of the decision events (`ApprovalRecorded`, `RequestRejected`,
+/// `RequestReturned`) since they record `seen_version`, the request's version the approver
+/// decided on. Version 1.0 lacked it; `upcasters` fills it in.
+pub const DECISION_VERSION: &str = "1.1";
+
+/// The stored type names of the decision events, which changed from 1.0 to 1.1.
+pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "RequestReturned"];
 
 impl ApprovalEvent {
     /// The stored type name; never changes once written.
@@ -140,6 +155,16 @@ impl ApprovalEvent {
             Self::RequestWithdrawn { .. } => "RequestWithdrawn",
             Self::RequestCancelled { .. } => "RequestCancelled",
             Self::RequestExpired { .. } => "RequestExpired",
+        }
+    }
+
+    /// The version this event is written in today.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::ApprovalRecorded { .. }
+            | Self::RequestRejected { .. }
+            | Self::RequestReturned { .. } => DECISION_VERSION,
+            _ => FIRST_VERSION,
         }
     }
 
@@ -208,6 +233,6 @@ impl DomainEvent for ApprovalEvent {
     }
 
     fn event_version(&self) -> String {
-        CURRENT_EVENT_VERSION.to_string()
+        self.version().to_string()
     }
 }

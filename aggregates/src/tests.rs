@@ -86,11 +86,13 @@ fn approve(who: &str) -> ApprovalCommand {
     decision(who, Verdict::Approve, None)
 }
 
-fn approved_by(step: usize, who: &str) -> ApprovalEvent {
+/// `who` approved at `step`, deciding on version `seen_version`.
+fn approved_by(step: usize, who: &str, seen_version: u64) -> ApprovalEvent {
     ApprovalEvent::ApprovalRecorded {
         step,
         approver: user(who),
         comment: None,
+        seen_version,
         at: at(10),
     }
 }
@@ -307,47 +309,47 @@ fn an_approval_at_an_any_step_completes_it() {
     Given::with(())
         .given(vec![submitted()])
         .when(approve("alice"))
-        .then_expect_events(vec![approved_by(0, "alice"), completed(0)]);
+        .then_expect_events(vec![approved_by(0, "alice", 1), completed(0)]);
 }
 
 #[test]
 fn an_at_least_step_needs_that_many_approvals() {
     Given::with(())
-        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .given(vec![submitted(), approved_by(0, "alice", 1), completed(0)])
         .when(approve("bob"))
-        .then_expect_events(vec![approved_by(1, "bob")]);
+        .then_expect_events(vec![approved_by(1, "bob", 3)]);
     Given::with(())
         .given(vec![
             submitted(),
-            approved_by(0, "alice"),
+            approved_by(0, "alice", 1),
             completed(0),
-            approved_by(1, "bob"),
+            approved_by(1, "bob", 3),
         ])
         .when(approve("dave"))
-        .then_expect_events(vec![approved_by(1, "dave"), completed(1)]);
+        .then_expect_events(vec![approved_by(1, "dave", 4), completed(1)]);
 }
 
 #[test]
 fn an_all_step_needs_every_approver_and_the_last_step_approves_the_request() {
     let before = vec![
         submitted(),
-        approved_by(0, "alice"),
+        approved_by(0, "alice", 1),
         completed(0),
-        approved_by(1, "bob"),
-        approved_by(1, "carol"),
+        approved_by(1, "bob", 3),
+        approved_by(1, "carol", 4),
         completed(1),
     ];
     Given::with(())
         .given(before.clone())
         .when(approve("erin"))
-        .then_expect_events(vec![approved_by(2, "erin")]);
+        .then_expect_events(vec![approved_by(2, "erin", 6)]);
     let mut almost = before;
-    almost.push(approved_by(2, "erin"));
+    almost.push(approved_by(2, "erin", 6));
     Given::with(())
         .given(almost)
         .when(approve("frank"))
         .then_expect_events(vec![
-            approved_by(2, "frank"),
+            approved_by(2, "frank", 7),
             completed(2),
             ApprovalEvent::RequestApproved {
                 decided_by: user("frank"),
@@ -368,12 +370,13 @@ fn steps_run_in_order() {
 #[test]
 fn one_rejection_rejects_the_request() {
     Given::with(())
-        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .given(vec![submitted(), approved_by(0, "alice", 1), completed(0)])
         .when(decision("carol", Verdict::Reject, Some("too expensive")))
         .then_expect_events(vec![ApprovalEvent::RequestRejected {
             step: 1,
             decided_by: user("carol"),
             comment: "too expensive".into(),
+            seen_version: 3,
             at: at(10),
         }]);
 }
@@ -386,6 +389,7 @@ fn a_return_sends_the_request_back() {
             step: 0,
             decided_by: user("alice"),
             comment: "add the quote".into(),
+            seen_version: 1,
             at: at(10),
         },
     ];
@@ -424,9 +428,9 @@ fn an_approver_decides_once_per_step() {
     Given::with(())
         .given(vec![
             submitted(),
-            approved_by(0, "alice"),
+            approved_by(0, "alice", 1),
             completed(0),
-            approved_by(1, "bob"),
+            approved_by(1, "bob", 3),
         ])
         .when(approve("bob"))
         .then_expect_error(DomainError::AlreadyDecided);
@@ -439,11 +443,11 @@ fn an_approver_may_decide_again_at_a_later_step() {
     Given::with(())
         .given(vec![
             submitted_event(s),
-            approved_by(0, "alice"),
+            approved_by(0, "alice", 1),
             completed(0),
         ])
         .when(approve("alice"))
-        .then_expect_events(vec![approved_by(1, "alice")]);
+        .then_expect_events(vec![approved_by(1, "alice", 3)]);
 }
 
 #[test]
@@ -503,7 +507,7 @@ fn a_stale_expected_version_is_a_conflict() {
             expected_version: Some(1),
             at: at(10),
         }))
-        .then_expect_events(vec![approved_by(0, "alice"), completed(0)]);
+        .then_expect_events(vec![approved_by(0, "alice", 1), completed(0)]);
 }
 
 #[test]
@@ -514,6 +518,7 @@ fn final_statuses_accept_nothing() {
             step: 0,
             decided_by: user("alice"),
             comment: "no".into(),
+            seen_version: 1,
             at: at(10),
         },
     ];
@@ -555,7 +560,7 @@ fn a_delegate_takes_the_delegators_place() {
     Given::with(())
         .given(vec![submitted(), delegated(0, "alice", "zoe")])
         .when(approve("zoe"))
-        .then_expect_events(vec![approved_by(0, "zoe"), completed(0)]);
+        .then_expect_events(vec![approved_by(0, "zoe", 2), completed(0)]);
     Given::with(())
         .given(vec![submitted(), delegated(0, "alice", "zoe")])
         .when(approve("alice"))
@@ -569,7 +574,7 @@ fn a_delegate_takes_the_delegators_place() {
 #[test]
 fn a_delegation_must_go_to_someone_new() {
     Given::with(())
-        .given(vec![submitted(), approved_by(0, "alice"), completed(0)])
+        .given(vec![submitted(), approved_by(0, "alice", 1), completed(0)])
         .when(delegate("bob", "carol"))
         .then_expect_error(DomainError::InvalidDelegate(
             "carol already decides this step".into(),
@@ -597,9 +602,9 @@ fn someone_who_decided_cannot_delegate_the_step() {
     Given::with(())
         .given(vec![
             submitted(),
-            approved_by(0, "alice"),
+            approved_by(0, "alice", 1),
             completed(0),
-            approved_by(1, "bob"),
+            approved_by(1, "bob", 3),
         ])
         .when(delegate("bob", "zoe"))
         .then_expect_error(DomainError::AlreadyDecided);
@@ -671,9 +676,9 @@ fn a_request_expires_only_once_due() {
 fn folding_the_events_gives_the_state_the_read_side_shows() {
     let state = fold(&[
         submitted(),
-        approved_by(0, "alice"),
+        approved_by(0, "alice", 1),
         completed(0),
-        approved_by(1, "bob"),
+        approved_by(1, "bob", 3),
     ]);
     let request = state.request.unwrap_or_else(|| panic!("submitted"));
     assert_eq!(request.status, Status::Pending);

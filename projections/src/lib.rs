@@ -12,6 +12,9 @@
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
 //!   need it. It folds with the aggregate's own `apply`, so no rule is written twice.
 //!
+//! - [`aside`]: copies of a projection's tables in another schema, filled by a rebuild and
+//!   swapped in for the live ones.
+//!
 //! Every projection takes its tables' schema at construction, so a rebuild can fill a copy of
 //! the tables aside and swap it in. Nothing here reads the feed or owns a connection pool.
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub mod aside;
 pub mod fold;
 pub mod inbox;
 pub mod lookup;
@@ -84,6 +88,10 @@ pub enum ProjectionError {
     /// A stored state could not be read or written as JSON.
     #[error("state encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// The stored events disagree with what the feed delivered (an event vanished or changed
+    /// under the reader): the batch is not applied.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
 }
 
 /// A read model folded from the feed.

@@ -140,18 +140,17 @@ impl Projection for RequestsProjection {
         let mut t = TimelineRows::default();
         for &index in &folded.applied {
             let e = &events[index];
-            let (actor, comment) = e.event.actor_and_comment();
-            let (step, delegate) = step_and_delegate(&e.event);
+            let entry = TimelineEntry::of(e);
             t.request_id.push(e.request_id.0);
-            t.sequence.push(e.sequence);
-            t.event_id.push(e.event_id);
-            t.event_type.push(e.event_type.clone());
-            t.actor.push(actor.map(|a| a.0.clone()));
-            t.comment.push(comment.map(str::to_owned));
-            t.step.push(step);
-            t.delegate.push(delegate);
-            t.occurred_at.push(e.event.at());
-            t.recorded_at.push(e.recorded_at);
+            t.sequence.push(entry.sequence);
+            t.event_id.push(entry.event_id);
+            t.event_type.push(entry.event_type);
+            t.actor.push(entry.actor);
+            t.comment.push(entry.comment);
+            t.step.push(entry.step);
+            t.delegate.push(entry.delegate);
+            t.occurred_at.push(entry.occurred_at);
+            t.recorded_at.push(entry.recorded_at);
         }
         sqlx::query(&self.insert_timeline)
             .bind(&t.request_id)
@@ -191,6 +190,26 @@ pub struct TimelineEntry {
     pub occurred_at: DateTime<Utc>,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
+}
+
+impl TimelineEntry {
+    /// The entry of a feed event: the projection stores these, and the audit replay builds
+    /// them straight from the event store.
+    pub fn of(e: &FeedEvent) -> Self {
+        let (actor, comment) = e.event.actor_and_comment();
+        let (step, delegate) = step_and_delegate(&e.event);
+        Self {
+            sequence: e.sequence,
+            event_id: e.event_id,
+            event_type: e.event_type.clone(),
+            actor: actor.map(|a| a.0.clone()),
+            comment: comment.map(str::to_owned),
+            step,
+            delegate,
+            occurred_at: e.event.at(),
+            recorded_at: e.recorded_at,
+        }
+    }
 }
 
 /// The current state of request `id`, if the projection has it.

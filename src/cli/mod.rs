@@ -1,11 +1,14 @@
-//! The command line: `serve`, `migrate`, `token` (and, as they land, `audit`, `projections`,
+//! The command line: `serve`, `migrate`, `token`, `audit`, `projections` (and, as it lands,
 //! `dead-letters`). Each subcommand lives in its own module; `main` only parses and dispatches.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod audit;
 pub mod dead_letters;
+pub mod meter;
+pub mod projections;
 pub mod token;
 
 /// approval-ledger: one approval inbox in front of many legacy systems.
@@ -53,6 +56,19 @@ pub enum Command {
         /// How long the token is valid: `90s`, `15m`, `1h`, `7d`.
         #[arg(long, default_value = "1h")]
         ttl: String,
+    },
+    /// Audit the ledger: replay a request as it was, verify the tamper evidence, export the
+    /// history and the audit checkpoints.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Operate the read models.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
     },
     /// Show and re-drive deliveries (callbacks, pushes) that exhausted their retries or were
     /// refused.

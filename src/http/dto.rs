@@ -389,6 +389,9 @@ pub struct DecisionOut {
     pub decision: String,
     /// Their comment.
     pub comment: Option<String>,
+    /// The request's version they decided on: what they saw. `null` only in read models folded
+    /// before decisions recorded it, until `projections rebuild`.
+    pub seen_version: Option<u64>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -543,6 +546,7 @@ fn step_out(index: usize, step: &Step, request: &Request) -> StepOut {
                 by: d.by.0.clone(),
                 decision: d.verdict.as_str().to_owned(),
                 comment: d.comment.clone(),
+                seen_version: d.seen_version,
                 at: d.at,
             })
             .collect(),

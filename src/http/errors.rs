@@ -219,6 +219,17 @@ impl From<approval_projections::ProjectionError> for ApiError {
     }
 }
 
+impl From<crate::store::feed::FeedError> for ApiError {
+    fn from(e: crate::store::feed::FeedError) -> Self {
+        match &e {
+            crate::store::feed::FeedError::Database(db) if crate::store::is_unavailable(db) => {
+                Self::unavailable(&e)
+            }
+            _ => Self::internal(&e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if crate::store::is_unavailable(&e) {

@@ -1,6 +1,7 @@
 //! The HTTP API (actix-web): one module per resource, each handler only translating HTTP to a
 //! command or query and the result back. The error table is in [`errors`], authentication in
-//! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`].
+//! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
+//! the audit replay of a request.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub mod decisions;
 pub mod devices;
 pub mod dto;
 pub mod errors;
+pub mod history;
 pub mod idempotency;
 pub mod inbox;
 pub mod middleware;
@@ -85,6 +87,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(inbox::list)
                     .service(decisions::bulk)
                     .service(requests::detail)
+                    .service(history::history)
                     .service(requests::approve)
                     .service(requests::reject)
                     .service(requests::return_)

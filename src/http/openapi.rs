@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{decisions, devices, dto, errors, inbox, ops, requests, stream, systems};
+use crate::http::{
+    decisions, devices, dto, errors, history, inbox, ops, requests, stream, systems,
+};
 
 /// The document.
 #[derive(OpenApi)]
@@ -19,6 +21,7 @@ use crate::http::{decisions, devices, dto, errors, inbox, ops, requests, stream,
         inbox::list,
         requests::detail, requests::approve, requests::reject, requests::return_,
         requests::delegate, requests::withdraw,
+        history::history,
         decisions::bulk,
         devices::register, devices::unregister,
         stream::stream,
@@ -35,6 +38,7 @@ use crate::http::{decisions, devices, dto, errors, inbox, ops, requests, stream,
         dto::TimelineOut,
         devices::DeviceBody,
         ops::Health, ops::Readiness,
+        history::HistoryAnswer,
     )),
     modifiers(&Security),
     tags(

@@ -113,6 +113,12 @@ impl Feed {
         };
         Ok(Batch { events, held_back })
     }
+
+    /// Every committed event of request `id`, in sequence order, decoded and upcast exactly as
+    /// the feed delivers them: what the audit replay folds.
+    pub async fn events_of(&self, id: RequestId) -> Result<Vec<FeedEvent>, FeedError> {
+        crate::store::events::history(&self.pool, id, i64::MAX).await
+    }
 }
 
 /// The columns of an event row that [`decode`] reads.
@@ -175,13 +181,7 @@ pub(crate) fn decode(
 
 /// Applies every upcaster that accepts the event, in order, as cqrs-es does on its own path.
 pub fn upcast(upcasters: &[Box<dyn EventUpcaster>], event: SerializedEvent) -> SerializedEvent {
-    upcasters.iter().fold(event, |event, upcaster| {
-        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-            upcaster.upcast(event)
-        } else {
-            event
-        }
-    })
+    approval_aggregates::upcasters::apply(upcasters, event)
 }
 
 /// How far a reader at `at` is behind the feed's head: events (counted up to `cap`) and the age of

@@ -1,6 +1,6 @@
 //! Everything that touches the event store's tables: the cqrs-es event store on postgres-es,
 //! the database's creation and migrations, the global feed, the feed readers' checkpoints, the
-//! idempotency answers and the commit signal. SQL of the write side lives here and nowhere else;
+//! idempotency answers, the commit signal and the audit ledger's tables. SQL of the write side lives here and nowhere else;
 //! the read models' SQL lives in the projections crate.
 
 use std::error::Error as StdError;
@@ -11,6 +11,7 @@ use cqrs_es::persist::PersistedEventStore;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
+pub mod audit;
 pub mod checkpoints;
 pub mod db;
 pub mod deliveries;
