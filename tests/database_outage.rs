@@ -27,15 +27,26 @@ async fn decisions_during_dropped_connections_get_503_or_their_answer_and_none_i
     let n = 40;
     let mut ids = vec![];
     for i in 0..n {
-        ids.push(app.submit_ok(&single_step(&format!("DB-{i}"), &[&format!("approver{i}")])).await);
+        ids.push(
+            app.submit_ok(&single_step(&format!("DB-{i}"), &[&format!("approver{i}")]))
+                .await,
+        );
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
     let decide = |i: usize| {
         let client = client.clone();
         let url = format!("{}/v1/requests/{}/approve", app.address, ids[i]);
         let token = app.token(&format!("approver{i}"));
         async move {
-            let response = client.post(url).bearer_auth(token).send().await.expect("an answer, not a hang");
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("an answer, not a hang");
             let retry_after = response.headers().contains_key("retry-after");
             (i, response.status(), retry_after)
         }
@@ -57,7 +68,10 @@ async fn decisions_during_dropped_connections_get_503_or_their_answer_and_none_i
             other => panic!("decision {i} answered {other}"),
         }
     }
-    eprintln!("acknowledged {} of {n} during the outage", acknowledged.len());
+    eprintln!(
+        "acknowledged {} of {n} during the outage",
+        acknowledged.len()
+    );
     // The service recovers without a restart: retry what got 503 (the first try may have
     // committed before its connection was cut: then the answer is `already_decided`).
     for i in 0..n {
@@ -70,7 +84,10 @@ async fn decisions_during_dropped_connections_get_503_or_their_answer_and_none_i
         })
         .await
         .expect("the service recovers");
-        assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "retry of {i}: {status}");
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "retry of {i}: {status}"
+        );
     }
     for (i, id) in ids.iter().enumerate() {
         let (decided,): (i64,) = sqlx::query_as(

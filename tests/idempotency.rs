@@ -9,7 +9,7 @@ use approval_ledger::ledger::{CommandMeta, Ledger};
 use approval_ledger::metrics::Metrics;
 use approval_ledger::progress::Progress;
 use approval_ledger::store::signal::CommitSignal;
-use common::{error_code, purchase_order, single_step, TestApp};
+use common::{expect_error, purchase_order, single_step, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -76,13 +76,12 @@ async fn a_decision_retried_with_its_key_returns_the_first_answer_and_writes_not
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(other).await,
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused".into()
-        )
-    );
+    expect_error(
+        other,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
 
     // Keys belong to their sender: bob's "tap-1" is his own.
     let bob = app

@@ -5,7 +5,7 @@
 mod common;
 
 use approval_ledger::http::auth::signature;
-use common::{error_code, purchase_order, single_step, TestApp, ERP_SECRET, HR_SECRET};
+use common::{expect_error, purchase_order, single_step, TestApp, ERP_SECRET, HR_SECRET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -22,10 +22,7 @@ async fn people_get_the_codes_of_the_contract() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({"sub": "alice", "exp": 4_000_000_000_i64, "iss": "approval-ledger", "aud": "approval-mobile"}),
@@ -39,78 +36,85 @@ async fn people_get_the_codes_of_the_contract() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
     // 404: a stranger, an unknown id, a malformed id.
-    assert_eq!(
-        error_code(app.get_as("mallory", &format!("/v1/requests/{id}")).await).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
-    assert_eq!(
-        error_code(app.approve("mallory", &id).await).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
-    assert_eq!(
-        error_code(
-            app.approve("alice", &uuid::Uuid::new_v4().to_string())
-                .await
-        )
-        .await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
-    assert_eq!(
-        error_code(app.approve("alice", "not-a-uuid").await).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    expect_error(
+        app.get_as("mallory", &format!("/v1/requests/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.approve("mallory", &id).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.approve("alice", &uuid::Uuid::new_v4().to_string())
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.approve("alice", "not-a-uuid").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
 
     // 403: not an approver of the current step, one's own request, withdrawing another's.
-    assert_eq!(
-        error_code(app.approve("bob", &id).await).await,
-        (StatusCode::FORBIDDEN, "not_an_approver".into())
-    );
-    assert_eq!(
-        error_code(app.approve("dina", &id).await).await,
-        (StatusCode::FORBIDDEN, "own_request".into())
-    );
-    assert_eq!(
-        error_code(app.post_as("alice", &path("withdraw"), &json!({})).await).await,
-        (StatusCode::FORBIDDEN, "not_requester".into())
-    );
+    expect_error(
+        app.approve("bob", &id).await,
+        StatusCode::FORBIDDEN,
+        "not_an_approver",
+    )
+    .await;
+    expect_error(
+        app.approve("dina", &id).await,
+        StatusCode::FORBIDDEN,
+        "own_request",
+    )
+    .await;
+    expect_error(
+        app.post_as("alice", &path("withdraw"), &json!({})).await,
+        StatusCode::FORBIDDEN,
+        "not_requester",
+    )
+    .await;
 
     // 422: reject and return need a comment; a delegate must be someone new.
-    assert_eq!(
-        error_code(app.post_as("alice", &path("reject"), &json!({})).await).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "comment_required".into())
-    );
-    assert_eq!(
-        error_code(
-            app.post_as("alice", &path("return"), &json!({"comment": " "}))
-                .await
-        )
-        .await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "comment_required".into())
-    );
-    assert_eq!(
-        error_code(
-            app.post_as("alice", &path("delegate"), &json!({"to": "dina"}))
-                .await
-        )
-        .await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_delegate".into())
-    );
+    expect_error(
+        app.post_as("alice", &path("reject"), &json!({})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "comment_required",
+    )
+    .await;
+    expect_error(
+        app.post_as("alice", &path("return"), &json!({"comment": " "}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "comment_required",
+    )
+    .await;
+    expect_error(
+        app.post_as("alice", &path("delegate"), &json!({"to": "dina"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_delegate",
+    )
+    .await;
 
     // 409: a stale expected_version; a decision made twice; a final request.
-    assert_eq!(
-        error_code(
-            app.post_as("alice", &path("approve"), &json!({"expected_version": 7}))
-                .await
-        )
-        .await,
-        (StatusCode::CONFLICT, "version_conflict".into())
-    );
+    expect_error(
+        app.post_as("alice", &path("approve"), &json!({"expected_version": 7}))
+            .await,
+        StatusCode::CONFLICT,
+        "version_conflict",
+    )
+    .await;
     let ok: Value = app
         .post_as("alice", &path("approve"), &json!({"expected_version": 1}))
         .await
@@ -119,16 +123,20 @@ async fn people_get_the_codes_of_the_contract() {
         .unwrap();
     assert_eq!(ok["version"], 3);
     assert_eq!(app.approve("bob", &id).await.status(), StatusCode::OK);
-    assert_eq!(
-        error_code(app.approve("bob", &id).await).await,
-        (StatusCode::CONFLICT, "already_decided".into())
-    );
+    expect_error(
+        app.approve("bob", &id).await,
+        StatusCode::CONFLICT,
+        "already_decided",
+    )
+    .await;
     app.decide("carol", &id, "reject", &json!({"comment": "no"}))
         .await;
-    assert_eq!(
-        error_code(app.approve("dave", &id).await).await,
-        (StatusCode::CONFLICT, "not_pending".into())
-    );
+    expect_error(
+        app.approve("dave", &id).await,
+        StatusCode::CONFLICT,
+        "not_pending",
+    )
+    .await;
 
     // 400: malformed JSON, a wrong type, an unknown field, money as a float.
     let raw = |body: &'static str| {
@@ -138,26 +146,36 @@ async fn people_get_the_codes_of_the_contract() {
             .body(body)
             .send()
     };
-    assert_eq!(
-        error_code(raw("{not json").await.unwrap()).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
-    assert_eq!(
-        error_code(raw(r#"{"expected_version": "three"}"#).await.unwrap()).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
-    assert_eq!(
-        error_code(raw(r#"{"expected_verison": 3}"#).await.unwrap()).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
-    assert_eq!(
-        error_code(app.get_as("alice", "/v1/inbox?limit=0").await).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
-    assert_eq!(
-        error_code(app.get_as("alice", "/v1/inbox?cursor=garbage").await).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
+    expect_error(
+        raw("{not json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        raw(r#"{"expected_version": "three"}"#).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        raw(r#"{"expected_verison": 3}"#).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        app.get_as("alice", "/v1/inbox?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        app.get_as("alice", "/v1/inbox?cursor=garbage").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,17 +192,11 @@ async fn systems_get_the_codes_of_the_contract() {
             &body,
         )
         .await;
-    assert_eq!(
-        error_code(wrong).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let crossed = app
         .system_call(Method::POST, HR_SECRET, "/v1/systems/erp/requests", &body)
         .await;
-    assert_eq!(
-        error_code(crossed).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(crossed, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let stale_ts = chrono::Utc::now().timestamp() - 301;
     let stale = app
         .client
@@ -198,10 +210,7 @@ async fn systems_get_the_codes_of_the_contract() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(stale).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(stale, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let unsigned = app
         .client
         .post(format!("{}/v1/systems/erp/requests", app.address))
@@ -209,51 +218,55 @@ async fn systems_get_the_codes_of_the_contract() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(unsigned).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(unsigned, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let unknown = app
         .system_call(Method::POST, ERP_SECRET, "/v1/systems/sap/requests", &body)
         .await;
-    assert_eq!(
-        error_code(unknown).await,
-        (StatusCode::UNAUTHORIZED, "unauthorized".into())
-    );
+    expect_error(unknown, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
     // 422: rules of the submission.
     let mut no_steps = purchase_order("PO-E");
     no_steps["steps"] = json!([]);
-    assert_eq!(
-        error_code(app.submit(&no_steps).await).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        app.submit(&no_steps).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let mut self_approval = single_step("PO-SA", &["alice", "dina"]);
     self_approval["requester"] = json!("dina");
-    assert_eq!(
-        error_code(app.submit(&self_approval).await).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        app.submit(&self_approval).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let mut negative = purchase_order("PO-N");
     negative["amount"]["value"] = json!("-5.00");
-    assert_eq!(
-        error_code(app.submit(&negative).await).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        app.submit(&negative).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let mut weird = purchase_order("PO-X");
     weird["amount"]["value"] = json!("12,50");
-    assert_eq!(
-        error_code(app.submit(&weird).await).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        app.submit(&weird).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
 
     // 400: money as a float, not JSON.
     let mut float = purchase_order("PO-F");
     float["amount"]["value"] = json!(12.5);
-    assert_eq!(
-        error_code(app.submit(&float).await).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
+    expect_error(
+        app.submit(&float).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
     let garbage = app
         .system_call(
             Method::POST,
@@ -262,10 +275,7 @@ async fn systems_get_the_codes_of_the_contract() {
             "\u{0}\u{1}",
         )
         .await;
-    assert_eq!(
-        error_code(garbage).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
+    expect_error(garbage, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // 404: cancelling an unknown reference; 409: cancelling twice.
     let unknown = app
@@ -276,10 +286,7 @@ async fn systems_get_the_codes_of_the_contract() {
             "{}",
         )
         .await;
-    assert_eq!(
-        error_code(unknown).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
     app.submit_ok(&purchase_order("PO-CC")).await;
     let first = app
         .system_call(
@@ -298,18 +305,12 @@ async fn systems_get_the_codes_of_the_contract() {
             "{}",
         )
         .await;
-    assert_eq!(
-        error_code(again).await,
-        (StatusCode::CONFLICT, "not_pending".into())
-    );
+    expect_error(again, StatusCode::CONFLICT, "not_pending").await;
     // Another system cannot reach ERP's request through its own path.
     let hr = app
         .system_call(Method::GET, HR_SECRET, "/v1/systems/hr/requests/PO-CC", "")
         .await;
-    assert_eq!(
-        error_code(hr).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    expect_error(hr, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,37 +325,35 @@ async fn limits_and_unknown_routes_answer_in_the_error_format() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
-    );
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let items: Vec<Value> = (0..101)
         .map(|_| json!({"id": uuid::Uuid::new_v4(), "decision": "approve"}))
         .collect();
     let response = app
         .post_as("alice", "/v1/decisions", &json!({"items": items}))
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let response = app
         .post_as("alice", "/v1/decisions", &json!({"items": []}))
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed".into())
-    );
+    expect_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let response = app
         .client
         .get(format!("{}/v1/nothing-here", app.address))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(response).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
     assert!(app
         .client
         .get(format!("{}/healthz", app.address))

@@ -5,7 +5,7 @@
 mod common;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::{error_code, purchase_order, TestApp};
+use common::{expect_error, purchase_order, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -147,10 +147,7 @@ async fn the_api_replays_the_same_moment_for_participants_and_auditors_only() {
         200
     );
     let stranger = history(&app, "mallory", &[], &id, &at).await;
-    assert_eq!(
-        error_code(stranger).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    expect_error(stranger, StatusCode::NOT_FOUND, "not_found").await;
 
     let before = history(&app, "dina", &[], &id, &[("at", "2000-01-01T00:00:00Z")]).await;
     assert_eq!(before.status(), StatusCode::NOT_FOUND);
@@ -162,10 +159,7 @@ async fn the_api_replays_the_same_moment_for_participants_and_auditors_only() {
         &[("at", between.as_str()), ("version", "2")],
     )
     .await;
-    assert_eq!(
-        error_code(both).await,
-        (StatusCode::BAD_REQUEST, "bad_request".into())
-    );
+    expect_error(both, StatusCode::BAD_REQUEST, "bad_request").await;
     let garbled = history(&app, "dina", &[], &id, &[("at", "yesterday")]).await;
     assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
     let by_version = history(&app, "dina", &[], &id, &[("version", "1")]).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use approval_aggregates::RequestId;
 use approval_ledger::store::feed::Feed;
-use common::{error_code, eventually, purchase_order, single_step, TestApp};
+use common::{eventually, expect_error, purchase_order, single_step, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -134,8 +134,10 @@ async fn a_rejection_stored_in_version_1_0_ends_the_request_for_the_aggregate() 
     let detail = detail_at(&app, "dina", &id, 2).await;
     assert_eq!(detail["status"], "rejected");
     assert_eq!(detail["steps"][0]["decisions"][0]["seen_version"], 1);
-    assert_eq!(
-        error_code(app.approve("bob", &id).await).await,
-        (StatusCode::CONFLICT, "not_pending".into())
-    );
+    expect_error(
+        app.approve("bob", &id).await,
+        StatusCode::CONFLICT,
+        "not_pending",
+    )
+    .await;
 }

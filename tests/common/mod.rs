@@ -401,6 +401,11 @@ pub async fn error_code(response: Response) -> (StatusCode, String) {
     )
 }
 
+/// Asserts that `response` is an error with `status` and `code`.
+pub async fn expect_error(response: Response, status: StatusCode, code: &str) {
+    assert_eq!(error_code(response).await, (status, code.to_owned()));
+}
+
 /// Polls `check` until it returns `Some`, for at most `limit`; the outcome, never the time taken,
 /// is what tests assert.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
