@@ -115,6 +115,9 @@ enum Command {
         /// Seconds to wait for an answer before counting a failure.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// The service's process id, to price commands in CPU time.
+        #[arg(long)]
+        service_pid: Option<u32>,
         /// Where to write the results.
         #[arg(long)]
         out: PathBuf,
@@ -197,6 +200,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 devices,
                 timeout,
+                service_pid,
                 out,
                 people,
             } => {
@@ -213,6 +217,7 @@ fn main() -> anyhow::Result<()> {
                     devices,
                     population: people.population(),
                     timeout: Duration::from_secs(timeout.max(1)),
+                    service_pid,
                 };
                 let results = run::run(&settings, &pool, &plan).await?;
                 std::fs::write(&out, serde_json::to_vec_pretty(&results)?)

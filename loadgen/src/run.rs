@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::fake;
 use crate::model::{self, Population};
-use crate::stats::{FixedRate, Level, Recorder, Results, Summary};
+use crate::stats::{CpuCost, FixedRate, Level, Recorder, Results, Summary};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -54,6 +54,65 @@ pub struct RunPlan {
     pub population: Population,
     /// How long to wait for an answer.
     pub timeout: Duration,
+    /// The service's process id, to read its CPU time.
+    pub service_pid: Option<u32>,
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime, in clock ticks of 1/100 s (USER_HZ on Linux).
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU time of the service, of the PostgreSQL backends serving this database, and of this
+/// process, so that a phase can be priced in CPU per command: a measure that the other work on a
+/// shared machine disturbs far less than throughput.
+#[derive(Debug, Clone, Default)]
+struct CpuClock {
+    service: Option<f64>,
+    backends: HashMap<u32, f64>,
+    loadgen: Option<f64>,
+}
+
+impl CpuClock {
+    async fn read(pool: &PgPool, service_pid: Option<u32>) -> Self {
+        let pids: Vec<(i32,)> =
+            sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+                .fetch_all(pool)
+                .await
+                .unwrap_or_default();
+        Self {
+            service: service_pid.and_then(cpu_seconds),
+            backends: pids
+                .into_iter()
+                .filter_map(|(pid,)| {
+                    let pid = u32::try_from(pid).ok()?;
+                    Some((pid, cpu_seconds(pid)?))
+                })
+                .collect(),
+            loadgen: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// CPU milliseconds per command between `self` and `later`, for `commands` commands.
+    fn per_command(&self, later: &Self, commands: u64) -> CpuCost {
+        let n = commands.max(1) as f64;
+        let delta = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0 / n);
+        let postgres: f64 = later
+            .backends
+            .iter()
+            .map(|(pid, end)| end - self.backends.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        CpuCost {
+            service_ms: delta(self.service, later.service),
+            postgres_ms: Some(postgres * 1000.0 / n),
+            loadgen_ms: delta(self.loadgen, later.loadgen),
+        }
+    }
 }
 
 /// What every sender shares.
@@ -270,7 +329,14 @@ async fn inbox_loop(world: &Arc<World>, rate: f64, duration: Duration, recorder:
 }
 
 /// `concurrency` senders, each sending its next command when the last is answered.
-async fn closed_loop(world: &Arc<World>, concurrency: usize, duration: Duration) -> Level {
+async fn closed_loop(
+    world: &Arc<World>,
+    concurrency: usize,
+    duration: Duration,
+    pool: &PgPool,
+    service_pid: Option<u32>,
+) -> Level {
+    let cpu_before = CpuClock::read(pool, service_pid).await;
     let recorder = Arc::new(Recorder::default());
     let ticks = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -294,7 +360,9 @@ async fn closed_loop(world: &Arc<World>, concurrency: usize, duration: Duration)
     let seconds = started.elapsed().as_secs_f64();
     let commands = recorder.summary();
     let all = commands.count + commands.failures;
+    let cpu = cpu_before.per_command(&CpuClock::read(pool, service_pid).await, all);
     Level {
+        cpu,
         concurrency,
         seconds,
         throughput: commands.count as f64 / seconds,
@@ -492,6 +560,7 @@ pub async fn run(settings: &Settings, pool: &PgPool, plan: &RunPlan) -> anyhow::
         Arc::new(Recorder::default()),
     );
     let from = DateTime::<Utc>::from(SystemTime::now());
+    let cpu_before = CpuClock::read(pool, plan.service_pid).await;
     let started = Instant::now();
     tokio::join!(
         open_loop(&world, plan.rate, plan.duration, &decide, &submit),
@@ -499,6 +568,7 @@ pub async fn run(settings: &Settings, pool: &PgPool, plan: &RunPlan) -> anyhow::
     );
     let seconds = started.elapsed().as_secs_f64();
     let to = DateTime::<Utc>::from(SystemTime::now());
+    let cpu_after = CpuClock::read(pool, plan.service_pid).await;
     let (push, callback) = match &plan.fake {
         Some(fake_base) => {
             // Stragglers of the phase still count; give them a moment.
@@ -511,11 +581,14 @@ pub async fn run(settings: &Settings, pool: &PgPool, plan: &RunPlan) -> anyhow::
         }
         None => (Summary::default(), Summary::default()),
     };
+    let (decided, submitted) = (decide.summary(), submit.summary());
+    let commands = decided.count + decided.failures + submitted.count + submitted.failures;
     let fixed = FixedRate {
+        cpu: cpu_before.per_command(&cpu_after, commands),
         rate: plan.rate,
         seconds,
-        decide: decide.summary(),
-        submit: submit.summary(),
+        decide: decided,
+        submit: submitted,
         inbox: inbox.summary(),
         push,
         callback,
@@ -528,7 +601,7 @@ pub async fn run(settings: &Settings, pool: &PgPool, plan: &RunPlan) -> anyhow::
             "run: phase 2, {concurrency} in flight for {:?}",
             plan.duration
         );
-        let level = closed_loop(&world, concurrency, plan.duration).await;
+        let level = closed_loop(&world, concurrency, plan.duration, pool, plan.service_pid).await;
         eprintln!(
             "run:   {:.0} commands/s, {:.2}% errors",
             level.throughput,

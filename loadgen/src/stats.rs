@@ -111,6 +111,31 @@ impl Summary {
     }
 }
 
+/// CPU milliseconds per command, by process: what a command costs whatever else the machine
+/// runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuCost {
+    /// The service process.
+    pub service_ms: Option<f64>,
+    /// The PostgreSQL backends serving the benchmark's database (not the WAL writer or
+    /// checkpointer, which serve the whole server).
+    pub postgres_ms: Option<f64>,
+    /// The load generator itself.
+    pub loadgen_ms: Option<f64>,
+}
+
+impl CpuCost {
+    fn cells(&self) -> String {
+        let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}"));
+        format!(
+            "{:>7} | {:>8} | {:>7}",
+            v(self.service_ms),
+            v(self.postgres_ms),
+            v(self.loadgen_ms)
+        )
+    }
+}
+
 /// The fixed-rate phase.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FixedRate {
@@ -130,6 +155,9 @@ pub struct FixedRate {
     pub callback: Summary,
     /// Devices registered before the phase (0 when the service has no `POST /v1/devices`).
     pub devices: usize,
+    /// CPU per command during the phase.
+    #[serde(default)]
+    pub cpu: CpuCost,
 }
 
 /// One level of the saturation phase.
@@ -145,6 +173,9 @@ pub struct Level {
     pub error_rate: f64,
     /// Every command's latency.
     pub commands: Summary,
+    /// CPU per command at this level.
+    #[serde(default)]
+    pub cpu: CpuCost,
 }
 
 /// Everything `loadgen run` measured.
@@ -198,19 +229,24 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         row("inbox read GET /v1/inbox", &f.inbox),
         row("commit to push (fake FCM)", &f.push),
         row("commit to callback (fake legacy)", &f.callback),
+        format!(
+            "CPU ms per command in phase 1: service | PostgreSQL backends | loadgen = {}",
+            f.cpu.cells()
+        ),
         String::new(),
         "phase 2: closed loop, as fast as answers come (1/3 submissions, 2/3 decisions)".to_owned(),
-        "| in flight | commands/s | errors  |  p50 ms  |  p99 ms  |".to_owned(),
-        "|----------:|-----------:|--------:|---------:|---------:|".to_owned(),
+        "| in flight | commands/s | errors  |  p50 ms  |  p99 ms  | CPU ms/command: service | postgres | loadgen |".to_owned(),
+        "|----------:|-----------:|--------:|---------:|---------:|------------------------:|---------:|--------:|".to_owned(),
     ];
     for level in &results.saturation {
         out.push(format!(
-            "| {:>9} | {:>10.0} | {:>6.2}% | {:>8} | {:>8} |",
+            "| {:>9} | {:>10.0} | {:>6.2}% | {:>8} | {:>8} | {:>23} |",
             level.concurrency,
             level.throughput,
             level.error_rate * 100.0,
             ms(level.commands.p50_ms),
-            ms(level.commands.p99_ms)
+            ms(level.commands.p99_ms),
+            level.cpu.cells()
         ));
     }
     let throughput = results.best.as_ref().map(|b| b.throughput);
