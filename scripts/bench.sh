@@ -125,7 +125,7 @@ log "seeding $requests requests"
 log "phase 1 at $rate commands/s, phase 2 at $concurrency in flight, $duration s each"
 "$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \
   --fake "http://127.0.0.1:$fake_port" --rate "$rate" --duration "$duration" \
-  --concurrency "$concurrency" --out "$out/run.json" >"$out/run.env" 2> >(tee "$out/run.log" >&2)
+  --concurrency "$concurrency" --service-pid "$service" --out "$out/run.json" >"$out/run.env" 2> >(tee "$out/run.log" >&2)
 
 # The service's peak resident set over the whole run (VmHWM), and where it ended (VmRSS).
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$service/status")

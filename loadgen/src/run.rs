@@ -136,10 +136,9 @@ enum Kind {
 }
 
 fn kind_of(tick: u64) -> Kind {
-    if tick % 3 == 0 {
-        Kind::Submit
-    } else {
-        Kind::Decide
+    match tick % 3 {
+        0 => Kind::Submit,
+        _ => Kind::Decide,
     }
 }
 
