@@ -29,10 +29,12 @@ async fn seed(pool: &PgPool) {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
                                  payload, metadata) \
-             SELECT 'ApprovalRequest', gen_random_uuid()::text || '-' || r, s, 'ApprovalRecorded', \
-                    '1.0', $3, '{\"actor\": \"a00042\"}'::jsonb \
-             FROM generate_series($1::int8, $1 + 99) r, generate_series(1, $2::int8) s \
-             ORDER BY r, s",
+             SELECT 'ApprovalRequest', q.id, s, 'ApprovalRecorded', '1.0', $3, \
+                    '{\"actor\": \"a00042\"}'::jsonb \
+             FROM (SELECT r, gen_random_uuid()::text AS id \
+                   FROM generate_series($1::int8, $1 + 99) r) q, \
+                  generate_series(1, $2::int8) s \
+             ORDER BY q.r, s",
         )
         .bind(first)
         .bind(EVENTS_PER_REQUEST)

@@ -261,6 +261,31 @@ impl World {
     }
 }
 
+/// Starts `job(tick, intended)` on a fixed schedule of `rate` per second for `duration`, each in
+/// its own task, whether or not the earlier ones have finished, and waits for all of them.
+/// `intended` is the moment the schedule meant the job to start: latencies are taken from there.
+async fn on_schedule<F, Fut>(rate: f64, duration: Duration, job: F)
+where
+    F: Fn(u64, tokio::time::Instant) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick: u64 = 0;
+    loop {
+        let intended = start + period.mul_f64(tick as f64);
+        if intended.duration_since(start) >= duration {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        tasks.spawn(job(tick, intended));
+        tick += 1;
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 /// Sends commands on a fixed schedule of `rate` per second for `duration`, recording each
 /// latency from its intended send time.
 async fn open_loop(
@@ -270,21 +295,11 @@ async fn open_loop(
     decide: &Arc<Recorder>,
     submit: &Arc<Recorder>,
 ) {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut tick: u64 = 0;
-    loop {
-        let intended = start + period.mul_f64(tick as f64);
-        if intended.duration_since(start) >= duration {
-            break;
-        }
-        tokio::time::sleep_until(intended).await;
+    on_schedule(rate, duration, |tick, intended| {
         let (world, decide, submit) = (world.clone(), decide.clone(), submit.clone());
-        let seed = tick;
-        tasks.spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
-            let (kind, result) = world.command(kind_of(seed), &mut rng).await;
+        async move {
+            let mut rng = fastrand::Rng::with_seed(tick.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let (kind, result) = world.command(kind_of(tick), &mut rng).await;
             let recorder = match kind {
                 Kind::Submit => submit,
                 Kind::Decide => decide,
@@ -293,38 +308,24 @@ async fn open_loop(
                 Ok(()) => recorder.ok(intended.elapsed()),
                 Err(what) => recorder.failed(what),
             }
-        });
-        tick += 1;
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
-/// Inbox reads on a fixed schedule, until `stop`.
+/// Inbox reads on a fixed schedule of `rate` per second for `duration`.
 async fn inbox_loop(world: &Arc<World>, rate: f64, duration: Duration, recorder: &Arc<Recorder>) {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut tick: u64 = 0;
-    loop {
-        let intended = start + period.mul_f64(tick as f64);
-        if intended.duration_since(start) >= duration {
-            break;
-        }
-        tokio::time::sleep_until(intended).await;
+    on_schedule(rate, duration, |tick, intended| {
         let (world, recorder) = (world.clone(), recorder.clone());
-        let seed = tick;
-        tasks.spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(seed ^ 0x5DEE_CE66);
+        async move {
+            let mut rng = fastrand::Rng::with_seed(tick ^ 0x5DEE_CE66);
             match world.inbox(&mut rng).await {
                 Ok(()) => recorder.ok(intended.elapsed()),
                 Err(what) => recorder.failed(what),
             }
-        });
-        tick += 1;
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// `concurrency` senders, each sending its next command when the last is answered.
