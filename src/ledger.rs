@@ -3,9 +3,10 @@
 //!
 //! One load (cqrs-es on postgres-es), one append: a single INSERT statement that writes the rows
 //! postgres-es would write and returns the feed position, so the append is one round trip and
-//! atomic on its own (`store::events::append`). An optimistic-lock conflict (another command appended first)
-//! is retried here a bounded number of times when the caller gave no `expected_version`, so a
-//! caller only hears of a conflict when the request really moved on under them.
+//! atomic on its own (`store::events::append`). An optimistic-lock conflict (another command
+//! appended first) is retried here a bounded number of times when the caller gave no
+//! `expected_version`, so a caller only hears of a conflict when the request really moved on
+//! under them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
