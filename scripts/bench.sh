@@ -69,8 +69,9 @@ wait_http() {  # wait_http URL SECONDS
 
 log "building (release)"
 cargo build --release --quiet -p approval-ledger -p approval-loadgen
-ledger=target/release/approval-ledger
-loadgen=target/release/loadgen
+target_dir=${CARGO_TARGET_DIR:-target}
+ledger=$target_dir/release/approval-ledger
+loadgen=$target_dir/release/loadgen
 
 api_port=$(free_port)
 fake_port=$(free_port)
