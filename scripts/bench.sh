@@ -59,6 +59,14 @@ free_port() {
   done
   log "no free port"; return 1
 }
+step() {  # step COMMAND...: runs it in the background and waits, so a signal stops it at once
+  "$@" &
+  local pid=$! status=0
+  pids+=("$pid")
+  wait "$pid" || status=$?
+  unset 'pids[-1]'
+  return "$status"
+}
 wait_http() {  # wait_http URL SECONDS
   local deadline=$((SECONDS + $2))
   until curl -fsS -o /dev/null "$1" 2>/dev/null; do
@@ -121,10 +129,10 @@ wait_http "http://127.0.0.1:$api_port/healthz" 60
 wait_http "http://127.0.0.1:$fake_port/_arrivals" 10
 
 log "seeding $requests requests"
-"$loadgen" seed --config "$config" --requests "$requests" 2>&1 | tee "$out/seed.log" >&2
+step "$loadgen" seed --config "$config" --requests "$requests" 2> >(tee "$out/seed.log" >&2)
 
 log "phase 1 at $rate commands/s, phase 2 at $concurrency in flight, $duration s each"
-"$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \
+step "$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \
   --fake "http://127.0.0.1:$fake_port" --rate "$rate" --duration "$duration" \
   --concurrency "$concurrency" --service-pid "$service" --out "$out/run.json" >"$out/run.env" 2> >(tee "$out/run.log" >&2)
 
@@ -135,6 +143,7 @@ rss_mb=$(awk -v k="$rss_kb" 'BEGIN {printf "%.0f", k / 1024}')
 log "service RSS: peak $((rss_kb / 1024)) MB, now $((rss_now_kb / 1024)) MB"
 kill -TERM "$service"
 wait "$service" 2>/dev/null || true
+pids=("${pids[@]/$service}")
 
 best=$(sed -n 's/^BEST_CONCURRENCY=//p' "$out/run.env")
 clients=${best:-16}
@@ -142,7 +151,7 @@ pg_tps=
 if command -v pgbench >/dev/null; then
   ceiling_requests=$(psql "$pg_server/$db" -qAt -f bench/ceiling-setup.sql | tail -n 1)
   log "PostgreSQL ceiling: pgbench, $clients clients, $duration s, $ceiling_requests requests"
-  pgbench -n -M prepared -f bench/ceiling.sql -c "$clients" -j 2 -T "$duration" \
+  step pgbench -n -M prepared -f bench/ceiling.sql -c "$clients" -j 2 -T "$duration" \
     -D clients="$clients" -D requests="$ceiling_requests" "$pg_server/$db" >"$out/pgbench.log" 2>&1 ||
     { log "pgbench failed: $(tail -n 3 "$out/pgbench.log")"; }
   pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench.log" | tail -n 1)
