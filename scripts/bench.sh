@@ -143,7 +143,9 @@ rss_mb=$(awk -v k="$rss_kb" 'BEGIN {printf "%.0f", k / 1024}')
 log "service RSS: peak $((rss_kb / 1024)) MB, now $((rss_now_kb / 1024)) MB"
 kill -TERM "$service"
 wait "$service" 2>/dev/null || true
-pids=("${pids[@]/$service}")
+running=()
+for pid in "${pids[@]}"; do [[ $pid == "$service" ]] || running+=("$pid"); done
+pids=("${running[@]}")
 
 best=$(sed -n 's/^BEST_CONCURRENCY=//p' "$out/run.env")
 clients=${best:-16}
