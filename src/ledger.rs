@@ -1,9 +1,12 @@
 //! The command path: load the request, let the aggregate decide, append the events, and wait
 //! (bounded) until the read models show them, so the caller reads their own write.
 //!
-//! One load, one append transaction. An optimistic-lock conflict (another command appended first)
-//! is retried here a bounded number of times when the caller gave no `expected_version`, so a
-//! caller only hears of a conflict when the request really moved on under them.
+//! One load (cqrs-es on postgres-es), one append: a single INSERT statement that writes the rows
+//! postgres-es would write and returns the feed position, so the append is one round trip and
+//! atomic on its own (`store::events::append`). An optimistic-lock conflict (another command
+//! appended first) is retried here a bounded number of times when the caller gave no
+//! `expected_version`, so a caller only hears of a conflict when the request really moved on
+//! under them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use sqlx::PgPool;
 use crate::config::LedgerSettings;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::store::events::AppendError;
 use crate::store::signal::CommitSignal;
 use crate::store::{self, EventStore};
 
@@ -186,26 +190,25 @@ impl Ledger {
                     position: None,
                 });
             }
-            match self.store.commit(events, context, metadata.clone()).await {
-                Ok(committed) => {
+            let appended =
+                store::events::append(&self.pool, id, context.current_sequence, events, &metadata)
+                    .await;
+            match appended {
+                Ok(position) => {
                     self.signal.committed();
-                    let last = committed.last().map_or(0, |e| e.sequence as u64);
-                    let position = store::events::position_of(&self.pool, id, last)
-                        .await
-                        .map_err(sql_error)?;
                     return Ok(Executed {
                         request,
                         written: true,
                         position,
                     });
                 }
-                Err(AggregateError::AggregateConflict) if pinned_version => {
+                Err(AppendError::Conflict) if pinned_version => {
                     return Err(LedgerError::Conflict(
                         "another decision changed the request first; reload it and decide again"
                             .into(),
                     ));
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(AppendError::Conflict) => {
                     attempt += 1;
                     lost_race = true;
                     self.metrics.command_retries.inc();
@@ -218,7 +221,8 @@ impl Ledger {
                     let pause = fastrand::u64(0..=2 * u64::from(attempt));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(other) => return Err(storage_error(other)),
+                Err(AppendError::Serialize(e)) => return Err(LedgerError::Internal(e.to_string())),
+                Err(AppendError::Database(e)) => return Err(sql_error(e)),
             }
         }
     }

@@ -68,11 +68,12 @@ async fn step<P: Projection>(
             held_back: batch.held_back,
         });
     };
-    let mut tx = ctx.pool.begin().await?;
     // The read model and its checkpoint are derived data: if a crash loses this commit, both
     // roll back together and the batch is applied again, so the commit need not wait for disk.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
+    // Sent with the BEGIN, in one round trip.
+    let mut tx = ctx
+        .pool
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await?;
     let stored = checkpoints::lock(&mut tx, projection.name()).await?;
     if stored != at {

@@ -56,11 +56,7 @@ pub async fn all(pool: &PgPool) -> Result<Vec<(String, Position)>, sqlx::Error> 
 
 /// Moves the checkpoint of `name` forward to `to`, outside any other transaction, never back:
 /// for readers whose effect is outside the database (the relay), which move it after the effect.
-pub async fn advance(
-    conn: &mut PgConnection,
-    name: &str,
-    to: Position,
-) -> Result<(), sqlx::Error> {
+pub async fn advance(conn: &mut PgConnection, name: &str, to: Position) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE feed_checkpoints SET tx_id = $2, global_id = $3, updated_at = now() \
          WHERE name = $1 AND (tx_id, global_id) < ($2, $3)",

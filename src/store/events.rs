@@ -1,10 +1,13 @@
-//! Look-ups on stored events that the command path needs beyond what cqrs-es offers: where a
-//! committed event stands in the feed, and whether a command with an idempotency key already
-//! took effect.
+//! What the command path does with stored events beyond loading them through cqrs-es: the
+//! append (one statement that also returns the feed position), where a committed event stands in
+//! the feed, and whether a command with an idempotency key already took effect.
 
-use approval_aggregates::{ApprovalRequest, RequestId};
+use std::collections::HashMap;
+
+use approval_aggregates::{ApprovalEvent, ApprovalRequest, RequestId};
 use approval_projections::Position;
-use cqrs_es::Aggregate;
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, EventEnvelope};
 use sqlx::PgPool;
 
 /// The feed position of event `sequence` of request `id`.
@@ -87,4 +90,86 @@ pub async fn sources(
     .bind(ids)
     .fetch_all(pool)
     .await
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another command appended to the request first: an event with one of these sequences
+    /// exists (the primary key is the optimistic lock, as in postgres-es).
+    #[error("the request moved on")]
+    Conflict,
+    /// An event does not serialize.
+    #[error("serializing an event: {0}")]
+    Serialize(#[from] cqrs_es::persist::PersistenceError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Appends `events`, the next events of request `id` after `last_sequence`, with `metadata`,
+/// in one statement (one round trip, atomic on its own), and returns the feed position of the
+/// last one.
+///
+/// It writes exactly the rows postgres-es's `persist` writes: the same columns, each event
+/// serialized by cqrs-es's own `SerializedEvent::try_from` with the metadata map; the table's
+/// defaults fill `event_id`, `global_id`, `tx_id` and `recorded_at`, and the rows are inserted in
+/// sequence order so their `global_id`s follow it. A duplicate key (SQLSTATE 23505) is the
+/// optimistic-lock conflict postgres-es reports.
+pub async fn append(
+    pool: &PgPool,
+    id: RequestId,
+    last_sequence: usize,
+    events: Vec<ApprovalEvent>,
+    metadata: &HashMap<String, String>,
+) -> Result<Option<Position>, AppendError> {
+    let aggregate_id = id.to_string();
+    let n = events.len();
+    let mut sequences = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut metadatas = Vec::with_capacity(n);
+    for (payload, sequence) in events.into_iter().zip(last_sequence + 1..) {
+        let envelope = EventEnvelope::<ApprovalRequest> {
+            aggregate_id: aggregate_id.clone(),
+            sequence,
+            payload,
+            metadata: metadata.clone(),
+        };
+        let serialized = SerializedEvent::try_from(&envelope)?;
+        sequences.push(i64::try_from(serialized.sequence).unwrap_or(i64::MAX));
+        types.push(serialized.event_type);
+        versions.push(serialized.event_version);
+        payloads.push(serialized.payload);
+        metadatas.push(serialized.metadata);
+    }
+    let rows: Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         SELECT $1, $2, s, t, v, p, m \
+         FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+             WITH ORDINALITY AS u(s, t, v, p, m, o) \
+         ORDER BY o \
+         RETURNING tx_id, global_id",
+    )
+    .bind(ApprovalRequest::TYPE)
+    .bind(&aggregate_id)
+    .bind(&sequences)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metadatas)
+    .fetch_all(pool)
+    .await;
+    match rows {
+        Ok(rows) => Ok(rows
+            .into_iter()
+            .max()
+            .map(|(tx_id, global_id)| Position { tx_id, global_id })),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            Err(AppendError::Conflict)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

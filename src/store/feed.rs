@@ -45,7 +45,8 @@ pub struct Batch {
     /// The events after the cursor, in feed order.
     pub events: Vec<FeedEvent>,
     /// Whether committed events exist that are held back behind a transaction still running:
-    /// the reader should look again soon rather than sleep.
+    /// the reader should look again soon rather than sleep. Only asked for an empty batch; a
+    /// batch with events says `false` (its reader reads again at once anyway).
     pub held_back: bool,
 }
 
@@ -95,12 +96,13 @@ impl Feed {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let full = rows.len() as i64 >= limit;
         let events = rows
             .into_iter()
             .map(|row| decode(&self.upcasters, row))
             .collect::<Result<Vec<_>, _>>()?;
-        let held_back = if full {
+        // A reader that got events reads again at once; only an empty batch needs to know
+        // whether to look again soon or to sleep (one round trip saved per busy batch).
+        let held_back = if !events.is_empty() {
             false
         } else {
             let (held,): (bool,) = sqlx::query_as(
