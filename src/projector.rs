@@ -1,8 +1,10 @@
-//! Runs a projection: reads the global feed after the projection's checkpoint and applies each
-//! batch in one transaction that also moves the checkpoint. Exactly once, restart-safe, and safe
-//! with several instances (the checkpoint row is locked for the transaction; an instance that
-//! finds it moved re-reads from there).
+//! Runs projections: reads the global feed after their checkpoints and applies each batch in one
+//! transaction that also moves the checkpoints. Exactly once, restart-safe, and safe with several
+//! instances (the checkpoint rows are locked for the transaction; an instance that finds them
+//! moved re-reads from there). The read models run as one group, so a batch costs one feed read
+//! and one commit for all of them; each still has its own checkpoint, so one can be rebuilt alone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,81 +53,119 @@ enum Step {
     Applied(Position),
     /// Nothing to read; `held_back` says whether committed events wait behind a transaction.
     Idle { held_back: bool },
-    /// Another instance moved the checkpoint; continue from there.
-    Moved(Position),
+    /// Another instance moved the checkpoints; continue from there.
+    Moved(BTreeMap<String, Position>),
 }
 
-/// Applies one batch after `at`.
+/// The names of a group's projections.
+fn names<P: Projection>(group: &[P]) -> Vec<&'static str> {
+    group.iter().map(Projection::name).collect()
+}
+
+/// Applies one batch after the group's slowest checkpoint: each projection gets the events past
+/// its own checkpoint, all in one transaction that also moves every checkpoint.
 async fn step<P: Projection>(
-    projection: &P,
+    group: &[P],
     feed: &Feed,
     ctx: &RunnerContext,
-    at: Position,
+    at: &BTreeMap<String, Position>,
 ) -> Result<Step, StepError> {
-    let batch = feed.read_after(at, ctx.feed.batch_size).await?;
+    let from = at.values().min().copied().unwrap_or(Position::START);
+    let batch = feed.read_after(from, ctx.feed.batch_size).await?;
     let Some(last) = batch.events.last().map(|e| e.position) else {
         return Ok(Step::Idle {
             held_back: batch.held_back,
         });
     };
-    // The read model and its checkpoint are derived data: if a crash loses this commit, both
+    // The read models and their checkpoints are derived data: if a crash loses this commit, all
     // roll back together and the batch is applied again, so the commit need not wait for disk.
     // Sent with the BEGIN, in one round trip.
     let mut tx = ctx
         .pool
         .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await?;
-    let stored = checkpoints::lock(&mut tx, projection.name()).await?;
-    if stored != at {
+    let names = names(group);
+    let stored = checkpoints::lock_all(&mut tx, &names).await?;
+    if stored != *at {
         tx.rollback().await?;
         return Ok(Step::Moved(stored));
     }
-    projection.apply(&mut tx, &batch.events).await?;
-    checkpoints::save(&mut tx, projection.name(), last).await?;
+    for projection in group {
+        let mine = at
+            .get(projection.name())
+            .copied()
+            .unwrap_or(Position::START);
+        let start = batch.events.partition_point(|e| e.position <= mine);
+        if start < batch.events.len() {
+            projection.apply(&mut tx, &batch.events[start..]).await?;
+        }
+    }
+    checkpoints::save_all(&mut tx, &names, last).await?;
     tx.commit().await?;
     Ok(Step::Applied(last))
 }
 
-/// Runs `projection` until `stop`, woken by `wake` and by polling.
+/// Loads (creating when missing) the checkpoints of `group`.
+async fn load<P: Projection>(
+    group: &[P],
+    pool: &sqlx::PgPool,
+) -> Result<BTreeMap<String, Position>, sqlx::Error> {
+    let mut at = BTreeMap::new();
+    for projection in group {
+        at.insert(
+            projection.name().to_owned(),
+            checkpoints::load(pool, projection.name()).await?,
+        );
+    }
+    Ok(at)
+}
+
+/// Runs a group of projections until `stop`, woken by `wake` and by polling. One feed read and
+/// one transaction per batch serve the whole group.
 pub async fn run<P: Projection>(
-    projection: P,
+    group: Vec<P>,
     ctx: RunnerContext,
     mut wake: watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
-    let name = projection.name();
+    let label = names(&group).join("+");
     let feed = Feed::new(ctx.pool.clone());
     let idle = Duration::from_millis(ctx.feed.poll_interval_ms);
     let mut backoff = Duration::from_millis(50);
-    let mut at: Option<Position> = None;
+    let mut at: Option<BTreeMap<String, Position>> = None;
+    let report = |positions: &BTreeMap<String, Position>| {
+        for (name, position) in positions {
+            ctx.progress.advance(name, *position);
+        }
+    };
     while !stop.is_cancelled() {
-        let position = match at {
-            Some(p) => p,
-            None => match checkpoints::load(&ctx.pool, name).await {
-                Ok(p) => {
-                    ctx.progress.advance(name, p);
-                    at = Some(p);
-                    p
+        let Some(positions) = at.as_mut() else {
+            match load(&group, &ctx.pool).await {
+                Ok(loaded) => {
+                    report(&loaded);
+                    at = Some(loaded);
                 }
                 Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "cannot load the checkpoint");
+                    tracing::warn!(projections = %label, error = %e, "cannot load the checkpoints");
                     pause(&stop, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
                 }
-            },
+            }
+            continue;
         };
         // Marked before reading, so a commit during the read wakes the next wait at once.
         wake.borrow_and_update();
-        match step(&projection, &feed, &ctx, position).await {
+        match step(&group, &feed, &ctx, positions).await {
             Ok(Step::Applied(to)) => {
                 backoff = Duration::from_millis(50);
-                at = Some(to);
-                ctx.progress.advance(name, to);
+                for position in positions.values_mut() {
+                    *position = (*position).max(to);
+                }
+                report(positions);
             }
-            Ok(Step::Moved(to)) => {
-                at = Some(to);
-                ctx.progress.advance(name, to);
+            Ok(Step::Moved(stored)) => {
+                report(&stored);
+                *positions = stored;
             }
             Ok(Step::Idle { held_back: true }) => pause(&stop, HELD_BACK_RETRY).await,
             Ok(Step::Idle { held_back: false }) => {
@@ -136,12 +176,14 @@ pub async fn run<P: Projection>(
                 }
             }
             Err(e) => {
-                ctx.metrics
-                    .reader_errors
-                    .get_or_create(&Metrics::reader(name))
-                    .inc();
-                tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
-                // Re-read the checkpoint: the failed transaction may or may not have committed.
+                for name in names(&group) {
+                    ctx.metrics
+                        .reader_errors
+                        .get_or_create(&Metrics::reader(name))
+                        .inc();
+                }
+                tracing::warn!(projections = %label, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
+                // Re-read the checkpoints: the failed transaction may or may not have committed.
                 at = None;
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
-use approval_projections::{Projection, Schema};
+use approval_projections::{Projection, ReadModel, Schema};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -160,28 +160,15 @@ impl Application {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
             };
-            let schema = Schema::live();
-            tasks.push(spawn_projection(
-                RequestsProjection::new(&schema),
-                &ctx,
-                &signal,
-                &stop,
-            ));
-            tasks.push(spawn_projection(
-                InboxProjection::new(&schema),
-                &ctx,
-                &signal,
-                &stop,
-            ));
-            tasks.push(spawn_projection(
-                LookupProjection::new(&schema),
+            tasks.push(spawn_projections(
+                ReadModel::all(&Schema::live()),
                 &ctx,
                 &signal,
                 &stop,
             ));
             // Not among PROJECTIONS: commands never wait for the audit reader.
-            tasks.push(spawn_projection(
-                AuditReader::new(&settings.audit),
+            tasks.push(spawn_projections(
+                vec![AuditReader::new(&settings.audit)],
                 &ctx,
                 &signal,
                 &stop,
@@ -308,14 +295,14 @@ impl Application {
     }
 }
 
-fn spawn_projection<P: Projection>(
-    projection: P,
+fn spawn_projections<P: Projection>(
+    group: Vec<P>,
     ctx: &RunnerContext,
     signal: &CommitSignal,
     stop: &CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(projector::run(
-        projection,
+        group,
         ctx.clone(),
         signal.subscribe(),
         stop.clone(),

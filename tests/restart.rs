@@ -71,3 +71,39 @@ async fn read_models_catch_up_with_what_was_written_while_no_worker_ran() {
         assert_eq!(app.detail("dina", id).await["status"], "pending");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_behind_the_others_catches_up_alone() {
+    let mut app = TestApp::spawn().await;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(app.submit_ok(&purchase_order(&format!("PO-LAG-{n}"))).await);
+    }
+    app.approve("alice", &ids[0]).await;
+    app.stop().await;
+    // The inbox loses its tables' contents and its checkpoint, as if it were new.
+    for sql in [
+        "DELETE FROM rm_inbox",
+        "DELETE FROM rm_inbox_state",
+        "UPDATE feed_checkpoints SET tx_id = 0, global_id = 0 WHERE name = 'inbox'",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+    let app = app.restart(Roles::ALL).await;
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        let alice = app.inbox("alice").await["total"].as_i64();
+        let bob = app.inbox("bob").await["total"].as_i64();
+        (alice == Some(2) && bob == Some(1)).then_some(())
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "the inbox is folded again from the start"
+    );
+    let detail = app.detail("dina", &ids[0]).await;
+    assert_eq!(
+        detail["timeline"].as_array().unwrap().len(),
+        3,
+        "the others applied nothing twice"
+    );
+}

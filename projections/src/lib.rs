@@ -145,3 +145,56 @@ impl Schema {
         format!("{}.{}", self.0, table)
     }
 }
+
+/// One of the read models the API serves, so they can run as one group: one feed read and one
+/// transaction per batch for all of them.
+#[derive(Debug, Clone)]
+pub enum ReadModel {
+    /// The request detail and timeline.
+    Requests(requests::RequestsProjection),
+    /// The inbox.
+    Inbox(inbox::InboxProjection),
+    /// The lookup by system and reference.
+    Lookup(lookup::LookupProjection),
+}
+
+impl ReadModel {
+    /// Every read model, writing to the tables of `schema`.
+    pub fn all(schema: &Schema) -> Vec<Self> {
+        vec![
+            Self::Requests(requests::RequestsProjection::new(schema)),
+            Self::Inbox(inbox::InboxProjection::new(schema)),
+            Self::Lookup(lookup::LookupProjection::new(schema)),
+        ]
+    }
+}
+
+impl Projection for ReadModel {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Requests(p) => p.name(),
+            Self::Inbox(p) => p.name(),
+            Self::Lookup(p) => p.name(),
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        match self {
+            Self::Requests(p) => p.tables(),
+            Self::Inbox(p) => p.tables(),
+            Self::Lookup(p) => p.tables(),
+        }
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+    ) -> Result<(), ProjectionError> {
+        match self {
+            Self::Requests(p) => p.apply(conn, events).await,
+            Self::Inbox(p) => p.apply(conn, events).await,
+            Self::Lookup(p) => p.apply(conn, events).await,
+        }
+    }
+}

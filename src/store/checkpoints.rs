@@ -2,6 +2,8 @@
 //! that applies a batch and moves it in the same transaction, so the effect and the checkpoint
 //! commit together, and a second instance of the same reader waits instead of applying twice.
 
+use std::collections::BTreeMap;
+
 use approval_projections::Position;
 use sqlx::{PgConnection, PgPool};
 
@@ -62,6 +64,44 @@ pub async fn advance(conn: &mut PgConnection, name: &str, to: Position) -> Resul
          WHERE name = $1 AND (tx_id, global_id) < ($2, $3)",
     )
     .bind(name)
+    .bind(to.tx_id)
+    .bind(to.global_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks the checkpoints of `names` (in name order, so two lockers never deadlock) until the end
+/// of the transaction `conn` is in, and returns them.
+pub async fn lock_all(
+    conn: &mut PgConnection,
+    names: &[&str],
+) -> Result<BTreeMap<String, Position>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, tx_id, global_id FROM feed_checkpoints WHERE name = ANY($1) \
+         ORDER BY name FOR UPDATE",
+    )
+    .bind(names)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, tx_id, global_id)| (name, Position { tx_id, global_id }))
+        .collect())
+}
+
+/// Moves the checkpoints of `names` forward to `to` (never back), inside the caller's
+/// transaction.
+pub async fn save_all(
+    conn: &mut PgConnection,
+    names: &[&str],
+    to: Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE feed_checkpoints SET tx_id = $2, global_id = $3, updated_at = now() \
+         WHERE name = ANY($1) AND (tx_id, global_id) < ($2, $3)",
+    )
+    .bind(names)
     .bind(to.tx_id)
     .bind(to.global_id)
     .execute(conn)
