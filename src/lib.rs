@@ -6,8 +6,8 @@
 //! - [`store`]: the event store (cqrs-es on postgres-es), migrations, the gap-free global feed,
 //!   feed checkpoints, idempotency answers, the commit signal. All write-side SQL is here.
 //! - [`ledger`]: the command path: load, decide (the aggregate), append, read-your-writes.
-//! - [`projector`]: runs each projection of the `approval_projections` crate over the feed,
-//!   checkpoint and read model in one transaction.
+//! - [`projector`]: runs the projections of the `approval_projections` crate over the feed as a
+//!   group, checkpoints and read models in one transaction.
 //! - [`progress`]: how far the projections are, for read-your-writes.
 //! - [`expiry`]: expires overdue requests.
 //! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
