@@ -44,6 +44,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   psql "$pg_server/postgres" -qAtc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  [[ -x ${loadgen:-} && -f ${config:-} ]] && "$loadgen" drop-topology --config "$config" >/dev/null 2>&1 || true
   ((status == 0)) || log "failed (exit $status); logs in $out/"
   exit "$status"
 }
@@ -96,6 +97,9 @@ bind = "127.0.0.1:$api_port"
 [database]
 url = "$pg_server/$db"
 
+[broker]
+exchange = "bench.$db"
+
 [auth]
 jwt_secret = "bench-jwt-secret-$db"
 
@@ -119,7 +123,11 @@ EOF
   done
 } >"$config"
 
-log "fake endpoints on :$fake_port, service on :$api_port, database $db"
+log "database $db: migrations, then seeding $requests requests (as an already published past)"
+step "$ledger" --config "$config" migrate 2>"$out/migrate.log"
+step "$loadgen" seed --config "$config" --requests "$requests" --no-wait 2> >(tee "$out/seed.log" >&2)
+
+log "fake endpoints on :$fake_port, service on :$api_port"
 "$loadgen" fake-endpoints --bind "127.0.0.1:$fake_port" >"$out/fake.log" 2>&1 &
 pids+=($!)
 "$ledger" --config "$config" serve >"$out/service.log" 2>&1 &
@@ -127,9 +135,8 @@ service=$!
 pids+=("$service")
 wait_http "http://127.0.0.1:$api_port/healthz" 60
 wait_http "http://127.0.0.1:$fake_port/_arrivals" 10
-
-log "seeding $requests requests"
-step "$loadgen" seed --config "$config" --requests "$requests" 2> >(tee "$out/seed.log" >&2)
+log "waiting for the projections and the audit reader to fold the seed"
+step "$loadgen" wait --config "$config" 2> >(tee -a "$out/seed.log" >&2)
 
 log "phase 1 at $rate commands/s, phase 2 at $concurrency in flight, $duration s each"
 step "$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \

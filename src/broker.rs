@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
@@ -132,6 +135,26 @@ impl Topology {
                     )
                     .await?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Deletes every queue and exchange of this topology, with whatever they hold: for tests and
+    /// benchmarks that declared their own, never for a ledger in use.
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        for queue in [&self.legacy_sync, &self.push] {
+            for name in [queue.clone(), Self::dead_letter_queue(queue)] {
+                channel
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+        }
+        for exchange in [&self.exchange, &self.dead_letter_exchange] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
         }
         Ok(())
     }

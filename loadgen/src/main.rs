@@ -58,8 +58,9 @@ impl PeopleArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a data set into the service's event store, then wait until the running service's
-    /// projections have folded it.
+    /// Write a data set into the service's event store, as a past that the legacy systems and
+    /// phones already received (the relay's checkpoint moves past it), then, unless `--no-wait`,
+    /// wait until the running service's projections and audit reader have folded it.
     Seed {
         /// The service's configuration file (database URL).
         #[arg(long)]
@@ -79,8 +80,27 @@ enum Command {
         /// Longest wait for the projections, in seconds.
         #[arg(long, default_value_t = 900)]
         wait: u64,
+        /// Write only; `loadgen wait` waits later, once the service runs.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         people: PeopleArgs,
+    },
+    /// Delete the RabbitMQ queues and exchanges named after the configuration's exchange (the
+    /// benchmark's own, at its end).
+    DropTopology {
+        /// The service's configuration file (broker URL and exchange).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Wait until the running service's projections and audit reader have folded every event.
+    Wait {
+        /// The service's configuration file (database URL).
+        #[arg(long)]
+        config: PathBuf,
+        /// Longest wait, in seconds.
+        #[arg(long, default_value_t = 900)]
+        wait: u64,
     },
     /// Drive phase 1 (fixed rate) and phase 2 (saturation) against a running service and write
     /// the results as JSON.
@@ -167,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 seed,
                 wait,
+                no_wait,
                 people,
             } => {
                 let settings = Settings::load(Some(&config), None)?;
@@ -185,6 +206,29 @@ fn main() -> anyhow::Result<()> {
                     started.elapsed().as_secs_f64()
                 );
                 sqlx::query("ANALYZE events").execute(&pool).await?;
+                seed::mark_published(&pool).await?;
+                if !no_wait {
+                    seed::wait_for_projections(&pool, Duration::from_secs(wait)).await?;
+                    sqlx::query("ANALYZE").execute(&pool).await?;
+                }
+                Ok(())
+            }
+            Command::DropTopology { config } => {
+                let settings = Settings::load(Some(&config), None)?;
+                let topology = approval_ledger::broker::Topology::new(&settings.broker.exchange);
+                let connection = lapin::Connection::connect(
+                    settings.broker.url.expose(),
+                    lapin::ConnectionProperties::default(),
+                )
+                .await?;
+                let channel = connection.create_channel().await?;
+                topology.delete(&channel).await?;
+                connection.close(200, "bye".into()).await?;
+                Ok(())
+            }
+            Command::Wait { config, wait } => {
+                let settings = Settings::load(Some(&config), None)?;
+                let pool = pool_for(&settings, 1).await?;
                 seed::wait_for_projections(&pool, Duration::from_secs(wait)).await?;
                 sqlx::query("ANALYZE").execute(&pool).await?;
                 Ok(())

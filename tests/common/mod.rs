@@ -90,29 +90,8 @@ impl Drop for TestBroker {
                 else {
                     return;
                 };
-                let Ok(channel) = conn.create_channel().await else {
-                    return;
-                };
-                for queue in [&topology.legacy_sync, &topology.push] {
-                    for name in [
-                        queue.clone(),
-                        approval_ledger::broker::Topology::dead_letter_queue(queue),
-                    ] {
-                        let _ = channel
-                            .queue_delete(
-                                name.as_str().into(),
-                                lapin::options::QueueDeleteOptions::default(),
-                            )
-                            .await;
-                    }
-                }
-                for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
-                    let _ = channel
-                        .exchange_delete(
-                            exchange.as_str().into(),
-                            lapin::options::ExchangeDeleteOptions::default(),
-                        )
-                        .await;
+                if let Ok(channel) = conn.create_channel().await {
+                    let _ = topology.delete(&channel).await;
                 }
                 let _ = conn.close(200, "bye".into()).await;
             });
