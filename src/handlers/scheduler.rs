@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 use sqlx::PgPool;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeliverySettings, PushSettings, SystemSettings};
@@ -27,7 +27,6 @@ use crate::http::auth::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::metrics::Metrics;
 use crate::shutdown::pause;
 use crate::store::deliveries::{self, Channel, Job};
-use crate::store::devices;
 
 /// The header naming the event a callback carries.
 pub const EVENT_ID_HEADER: &str = "X-Ledger-Event-Id";
@@ -64,6 +63,10 @@ enum Outcome {
 
 impl Scheduler {
     /// Runs until `stop`, finishing the calls in flight.
+    ///
+    /// Up to `concurrency` calls are in flight at once; a free slot is refilled by the next
+    /// claim, so one slow endpoint holds only its own slots. Outcomes are recorded in batches by
+    /// one recorder (one commit for many jobs).
     pub async fn run(self, stop: CancellationToken) {
         let client = match reqwest::Client::builder()
             .timeout(Duration::from_millis(self.settings.timeout_ms))
@@ -77,12 +80,24 @@ impl Scheduler {
                 return;
             }
         };
-        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        let this = Arc::new(self);
+        let idle = Duration::from_millis(this.settings.poll_interval_ms);
         // A claimed job is leased for the call's timeout and a margin.
-        let lease = (self.settings.timeout_ms as f64 / 1000.0) + 5.0;
-        let limit = i64::try_from(self.settings.concurrency).unwrap_or(32);
+        let lease = (this.settings.timeout_ms as f64 / 1000.0) + 5.0;
+        let slots = Arc::new(Semaphore::new(this.settings.concurrency));
+        let (outcomes, recorded) = mpsc::channel::<(Job, Outcome)>(this.settings.concurrency * 4);
+        let recorder = tokio::spawn(this.clone().record_batches(recorded));
         while !stop.is_cancelled() {
-            let jobs = match deliveries::claim(&self.pool, limit, lease).await {
+            let free = slots.available_permits();
+            if free == 0 {
+                // Wait for a slot (or stop) rather than claim jobs nobody can send yet.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                }
+                continue;
+            }
+            let jobs = match deliveries::claim(&this.pool, free as i64, lease).await {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim deliveries");
@@ -93,21 +108,47 @@ impl Scheduler {
             if jobs.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = self.jobs.notified() => {}
+                    _ = this.jobs.notified() => {}
                     _ = tokio::time::sleep(idle) => {}
                 }
                 continue;
             }
-            let this = &self;
-            stream::iter(jobs)
-                .for_each_concurrent(self.settings.concurrency, |job| {
-                    let client = &client;
-                    async move {
-                        let outcome = this.attempt(client, &job).await;
-                        this.record(&job, outcome).await;
-                    }
-                })
-                .await;
+            for job in jobs {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let (this, client, outcomes) = (this.clone(), client.clone(), outcomes.clone());
+                tokio::spawn(async move {
+                    let outcome = this.attempt(&client, &job).await;
+                    // The recorder outlives every sender; a closed channel only means stopping,
+                    // and the lease brings the job back.
+                    let _ = outcomes.send((job, outcome)).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Let the calls in flight finish and be recorded.
+        let _ = slots
+            .acquire_many(u32::try_from(this.settings.concurrency).unwrap_or(u32::MAX))
+            .await;
+        drop(outcomes);
+        if let Err(e) = recorder.await {
+            tracing::warn!(error = %e, "the delivery recorder ended badly");
+        }
+    }
+
+    /// Records outcomes as they come, many per commit.
+    async fn record_batches(self: Arc<Self>, mut recorded: mpsc::Receiver<(Job, Outcome)>) {
+        let mut batch = Vec::new();
+        while recorded.recv_many(&mut batch, 256).await > 0 {
+            let rows: Vec<deliveries::Recorded> = batch
+                .drain(..)
+                .map(|(job, outcome)| self.judge(&job, outcome))
+                .collect();
+            if let Err(e) = deliveries::record(&self.pool, &rows).await {
+                // The leases run out and the jobs are claimed again: at least once.
+                tracing::warn!(error = %e, jobs = rows.len(), "cannot record deliveries' outcomes");
+            }
         }
     }
 
@@ -163,9 +204,10 @@ impl Scheduler {
         classify(sent, true)
     }
 
-    async fn record(&self, job: &Job, outcome: Outcome) {
+    /// What an attempt's outcome makes of its job, with its metrics and log line.
+    fn judge(&self, job: &Job, outcome: Outcome) -> deliveries::Recorded {
         let channel = job.channel().as_str();
-        let result = match &outcome {
+        let (state, error) = match outcome {
             Outcome::Delivered => {
                 let seconds = (Utc::now() - job.committed_at)
                     .num_microseconds()
@@ -177,41 +219,38 @@ impl Scheduler {
                     Channel::Push => self.metrics.commit_to_push.observe(seconds),
                 }
                 self.metrics.delivery(channel, "delivered");
-                deliveries::delivered(&self.pool, job.id).await
+                (deliveries::JobState::Delivered, None)
             }
             Outcome::Retry { error, not_before } if job.attempts < self.settings.max_attempts => {
-                let delay = self.delay(job.attempts, *not_before);
+                let delay = self.delay(job.attempts, not_before);
                 self.metrics.delivery(channel, "retry");
                 tracing::info!(job = job.id, attempt = job.attempts, retry_in_ms = delay, error = %error, "delivery failed; will retry");
-                deliveries::retry_later(&self.pool, job.id, delay, error).await
+                (deliveries::JobState::RetryInMs(delay), Some(error))
             }
             Outcome::Retry { error, .. } => {
                 self.metrics.delivery(channel, "dead");
                 tracing::warn!(job = job.id, attempts = job.attempts, error = %error, "delivery retries exhausted; dead letter");
-                deliveries::finish(
-                    &self.pool,
-                    job.id,
-                    "dead",
-                    &format!("retries exhausted: {error}"),
+                (
+                    deliveries::JobState::Dead,
+                    Some(format!("retries exhausted: {error}")),
                 )
-                .await
             }
             Outcome::Dead(error) => {
                 self.metrics.delivery(channel, "dead");
                 tracing::warn!(job = job.id, error = %error, "delivery refused; dead letter");
-                deliveries::finish(&self.pool, job.id, "dead", error).await
+                (deliveries::JobState::Dead, Some(error))
             }
             Outcome::Dropped(error) => {
                 self.metrics.delivery(channel, "dropped");
-                if let Err(e) = devices::forget(&self.pool, &job.target).await {
-                    tracing::warn!(error = %e, "cannot remove an unregistered device");
-                }
-                deliveries::finish(&self.pool, job.id, "dropped", error).await
+                (deliveries::JobState::Dropped, Some(error))
             }
         };
-        if let Err(e) = result {
-            // The lease runs out and the job is claimed again: at least once.
-            tracing::warn!(job = job.id, error = %e, "cannot record a delivery's outcome");
+        deliveries::Recorded {
+            id: job.id,
+            state,
+            error,
+            forget_device: matches!(state, deliveries::JobState::Dropped)
+                .then(|| job.target.clone()),
         }
     }
 

@@ -142,48 +142,79 @@ pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job
     .await
 }
 
-/// The job reached its target.
-pub async fn delivered(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET status = 'delivered', delivered_at = now(), updated_at = now(), \
-         last_error = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// Where an attempt leaves its job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JobState {
+    /// It reached its target.
+    Delivered,
+    /// Try again after this many milliseconds.
+    RetryInMs(u64),
+    /// A dead letter.
+    Dead,
+    /// The device is gone; the job is dropped.
+    Dropped,
 }
 
-/// The job failed for now: try again after `delay_ms`.
-pub async fn retry_later(
-    pool: &PgPool,
-    id: i64,
-    delay_ms: u64,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), \
-         last_error = $3, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(delay_ms as f64 / 1000.0)
-    .bind(error)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// An attempt's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The job.
+    pub id: i64,
+    /// Where it stands now.
+    pub state: JobState,
+    /// Why the attempt failed.
+    pub error: Option<String>,
+    /// A device token the provider reported unregistered, to remove.
+    pub forget_device: Option<String>,
 }
 
-/// The job ends as `status` (`dead` or `dropped`) with `error`.
-pub async fn finish(pool: &PgPool, id: i64, status: &str, error: &str) -> Result<(), sqlx::Error> {
+/// Records many attempts' outcomes in one transaction.
+pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    let mut delays = Vec::with_capacity(rows.len());
+    let mut errors = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.id);
+        let (status, delay) = match row.state {
+            JobState::Delivered => ("delivered", 0.0),
+            JobState::RetryInMs(ms) => ("pending", ms as f64 / 1000.0),
+            JobState::Dead => ("dead", 0.0),
+            JobState::Dropped => ("dropped", 0.0),
+        };
+        statuses.push(status);
+        delays.push(delay);
+        errors.push(row.error.as_deref());
+    }
+    let forgotten: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.forget_device.as_deref())
+        .collect();
+    let mut tx = pool.begin().await?;
     sqlx::query(
-        "UPDATE deliveries SET status = $2, last_error = $3, updated_at = now() WHERE id = $1",
+        "UPDATE deliveries d SET status = t.status, last_error = t.error, updated_at = now(), \
+             delivered_at = CASE WHEN t.status = 'delivered' THEN now() ELSE d.delivered_at END, \
+             next_attempt_at = CASE WHEN t.status = 'pending' \
+                 THEN now() + make_interval(secs => t.delay) ELSE d.next_attempt_at END \
+         FROM UNNEST($1::int8[], $2::text[], $3::float8[], $4::text[]) AS t(id, status, delay, error) \
+         WHERE d.id = t.id",
     )
-    .bind(id)
-    .bind(status)
-    .bind(error)
-    .execute(pool)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&delays)
+    .bind(&errors)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if !forgotten.is_empty() {
+        sqlx::query("DELETE FROM devices WHERE token = ANY($1)")
+            .bind(&forgotten)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// A dead letter, as `dead-letters list` shows it.

@@ -43,15 +43,6 @@ pub async fn unregister(pool: &PgPool, user: &str, token: &str) -> Result<bool, 
     Ok(result.rows_affected() == 1)
 }
 
-/// Removes a token the provider reported as unregistered.
-pub async fn forget(pool: &PgPool, token: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM devices WHERE token = $1")
-        .bind(token)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// The devices of `users`.
 pub async fn of_users(pool: &PgPool, users: &[String]) -> Result<Vec<Device>, sqlx::Error> {
     if users.is_empty() {
