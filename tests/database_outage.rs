@@ -110,3 +110,39 @@ async fn decisions_during_dropped_connections_get_503_or_their_answer_and_none_i
     .await;
     assert!(shown.is_some(), "the read models show every decision");
 }
+
+/// Makes the test's database read-only (or writable again) for new sessions, and ends the
+/// service's connections so that it reconnects to what a failover would hand it.
+async fn set_read_only(app: &TestApp, on: bool) {
+    let (db,): (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let setting = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    sqlx::query(&format!("ALTER DATABASE \"{db}\" {setting}"))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    drop_connections(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_answers_503_and_the_service_recovers_when_it_is_writable() {
+    let app = TestApp::spawn().await;
+    let id = app.submit_ok(&single_step("RO-1", &["alice"])).await;
+    set_read_only(&app, true).await;
+    let response = app.approve("alice", &id).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    set_read_only(&app, false).await;
+    let status = eventually(Duration::from_secs(30), || async {
+        let status = app.approve("alice", &id).await.status();
+        (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+    })
+    .await;
+    assert_eq!(status, Some(StatusCode::OK));
+}

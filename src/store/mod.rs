@@ -45,12 +45,14 @@ pub fn is_unavailable(err: &(dyn StdError + 'static)) -> bool {
                 | sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                     // 08: connection exception; 53: insufficient resources;
-                    // 57P: operator intervention (shutdown, restart); 40001/40P01: retryable.
+                    // 57P: operator intervention (shutdown, restart); 40001/40P01: retryable;
+                    // 25006: a read-only server (a standby, a demoted primary during failover).
                     code.starts_with("08")
                         || code.starts_with("53")
                         || code.starts_with("57P")
                         || code == "40001"
                         || code == "40P01"
+                        || code == "25006"
                 }),
                 _ => false,
             };
