@@ -5,7 +5,8 @@
 //! checkpoint, publishes every event persistent and `mandatory` on a confirm channel without
 //! waiting between messages, then awaits every confirm with a timeout. Only when all are acked
 //! and none was returned does the checkpoint move; otherwise the batch is published again
-//! (at least once; receivers deduplicate on `event_id`). Per-request order holds because the feed
+//! (at least once; receivers deduplicate on `event_id`). A returned (unroutable) publish also makes
+//! the relay declare the topology again, so bindings removed by hand come back. Per-request order holds because the feed
 //! keeps it and one channel publishes the batch in order.
 
 use std::collections::HashMap;
@@ -112,6 +113,9 @@ enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("{0}")]
     Refused(String),
+    /// A publish came back: no queue is bound for its routing key.
+    #[error("{0}")]
+    Unroutable(String),
 }
 
 /// Runs the relay until `stop`.
@@ -146,12 +150,33 @@ pub async fn run(ctx: RelayContext, mut wake: watch::Receiver<u64>, stop: Cancel
                     .get_or_create(&Metrics::reader(RELAY))
                     .inc();
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the relay stopped a batch; it will publish it again");
+                if matches!(e, RelayError::Unroutable(_)) {
+                    // Our own queues' bindings are gone (removed by hand, say): declare them again
+                    // so that the batch has somewhere to go.
+                    redeclare(&ctx, &session.connection).await;
+                }
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(
                     ctx.broker_settings.reconnect_max_ms.max(100),
                 ));
             }
         }
+    }
+}
+
+/// Declares the topology again (idempotent); a failure is logged, the retry tries again.
+async fn redeclare(ctx: &RelayContext, connection: &lapin::Connection) {
+    let declared = async {
+        let channel = connection.create_channel().await?;
+        ctx.broker
+            .topology()
+            .declare(&channel, ctx.broker_settings.delivery_limit)
+            .await?;
+        channel.close(200, ShortString::from("declared")).await
+    };
+    match declared.await {
+        Ok(()) => tracing::info!("the relay declared the topology again"),
+        Err(e) => tracing::warn!(error = %e, "the relay cannot declare the topology"),
     }
 }
 
@@ -318,7 +343,7 @@ async fn publish(
             match confirm.await? {
                 Confirmation::Ack(None) => {}
                 Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                    return Err(RelayError::Refused(format!(
+                    return Err(RelayError::Unroutable(format!(
                         "RabbitMQ returned an event ({} {}): no queue is bound for its routing key",
                         returned.reply_code, returned.reply_text
                     )));

@@ -8,11 +8,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
 
+/// Always added to the configured level: sqlx's per-query lines, and lapin's dump of a returned
+/// message (its whole body, bytes by bytes; the relay logs the return itself, in one line).
+const QUIET: &str = "sqlx=warn,lapin::returned_messages=error";
+
 /// Installs the global subscriber; a second call (tests) keeps the first.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{},sqlx=warn", settings.level)))
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        .or_else(|_| EnvFilter::try_new(format!("{},{QUIET}", settings.level)))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
     let registry = tracing_subscriber::registry().with(filter);
     // Colours only for a person at a terminal, never in files or log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
