@@ -123,6 +123,8 @@ pub struct BrokerSettings {
     pub reconnect_max_ms: u64,
     /// Events per relay batch.
     pub relay_batch: i64,
+    /// How far behind the feed the sweeper runs the handlers for events the work queues missed.
+    pub sweep_after_ms: u64,
 }
 
 /// Durable deliveries: legacy-sync callbacks and push notifications.

@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::handlers::legacy_sync::LegacySync;
 use crate::handlers::push::Push;
 use crate::handlers::scheduler::Scheduler;
+use crate::handlers::sweep::Sweeper;
 use crate::handlers::{self, JobSignal};
 use crate::http::{self, AppState, BrokerProbe, Limits};
 use crate::ledger::Ledger;
@@ -122,27 +123,39 @@ impl Application {
             let systems = Arc::new(settings.systems.clone());
             let jobs = JobSignal::default();
             let topology = broker.topology().clone();
+            let legacy = Arc::new(LegacySync {
+                pool: pool.clone(),
+                systems: systems.clone(),
+                jobs: jobs.clone(),
+            });
+            let push = Arc::new(Push {
+                pool: pool.clone(),
+                jobs: jobs.clone(),
+            });
             tasks.push(tokio::spawn(handlers::consume(
-                Arc::new(LegacySync {
-                    pool: pool.clone(),
-                    systems: systems.clone(),
-                    jobs: jobs.clone(),
-                }),
+                legacy.clone(),
                 broker.clone(),
                 topology.legacy_sync.clone(),
                 settings.broker.prefetch,
                 stop.clone(),
             )));
             tasks.push(tokio::spawn(handlers::consume(
-                Arc::new(Push {
-                    pool: pool.clone(),
-                    jobs: jobs.clone(),
-                }),
+                push.clone(),
                 broker.clone(),
                 topology.push.clone(),
                 settings.broker.prefetch,
                 stop.clone(),
             )));
+            tasks.push(tokio::spawn(
+                Sweeper {
+                    pool: pool.clone(),
+                    legacy,
+                    push,
+                    after: Duration::from_millis(settings.broker.sweep_after_ms),
+                    batch: settings.feed.batch_size,
+                }
+                .run(stop.clone()),
+            ));
             tasks.push(tokio::spawn(
                 Scheduler {
                     pool: pool.clone(),

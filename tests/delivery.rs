@@ -520,3 +520,53 @@ async fn devices_register_and_one_the_provider_reports_unregistered_is_removed()
     .await;
     assert!(gone.is_some(), "the unregistered device is removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_never_reaches_the_legacy_sync_queue_is_swept_into_its_callback() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::ok().await;
+    let app = app_with(
+        &legacy,
+        &fcm,
+        &[("APPROVAL_LEDGER_BROKER__SWEEP_AFTER_MS", "300")],
+    )
+    .await;
+    let id = app.submit_ok(&single_step("SWEEP-1", &["alice"])).await;
+
+    // Someone removes the legacy-sync queue's bindings by hand. The push queue still takes every
+    // event, so the approval's publish is routed (to it alone) and nothing comes back: only the
+    // sweeper can notice that the legacy-sync handler never saw it.
+    let topology = Topology::new(&app.broker.exchange);
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for event in approval_ledger::broker::LEGACY_SYNC_EVENTS {
+        channel
+            .queue_unbind(
+                topology.legacy_sync.as_str().into(),
+                topology.exchange.as_str().into(),
+                format!("approval.*.{event}").as_str().into(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.approve("alice", &id).await.status(), StatusCode::OK);
+
+    let calls = legacy
+        .wait_for(WAIT, |c| !of_type(c, "approval.approved").is_empty())
+        .await;
+    assert_eq!(of_type(&calls, "approval.approved").len(), 1, "{calls:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(legacy.calls().len(), 1, "one callback, not two");
+    let (queued,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM deliveries WHERE channel = 'callback' AND request_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    conn.close(200, "done".into()).await.unwrap();
+}

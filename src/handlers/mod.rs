@@ -4,6 +4,7 @@
 //! - [`legacy_sync`]: turns status changes into signed callback jobs for the source system.
 //! - [`push`]: turns new inbox items and final statuses into push jobs for people's devices.
 //! - [`scheduler`]: sends due jobs, retries with growing delays, dead-letters what cannot go.
+//! - [`sweep`]: the safety net: makes the jobs of events the work queues never delivered.
 //!
 //! A consumer acknowledges a message only once its jobs are durable in PostgreSQL, and a job is
 //! unique per event and target, so a redelivered message (a consumer that died before its ack)
@@ -30,6 +31,7 @@ use crate::shutdown::pause;
 pub mod legacy_sync;
 pub mod push;
 pub mod scheduler;
+pub mod sweep;
 
 /// Why a message could not be handled.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ pub struct Push {
 }
 
 /// Whether an event can put an item in someone's inbox or end a request.
-fn may_notify(event_type: &str) -> bool {
+pub fn may_notify(event_type: &str) -> bool {
     matches!(
         event_type,
         "RequestSubmitted"
