@@ -115,6 +115,10 @@ pub async fn create(pool: &PgPool, jobs: &[NewJob]) -> Result<u64, sqlx::Error> 
 /// Claims up to `limit` due jobs, leasing each for `lease_secs`: a job whose worker dies comes
 /// back when its lease ends. A callback waits while an earlier event of its request still has a
 /// pending or dead callback to the same system, so a request's events never overtake each other.
+///
+/// Planned afresh at every call (an unnamed statement): a plan cached while the table was small
+/// (a fresh ledger) scans it whole, and the per-request check inside scans it again for every
+/// row: quadratic, seconds per claim once thousands of jobs wait (measured in the benchmark).
 pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS ( \
@@ -138,6 +142,7 @@ pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job
     )
     .bind(limit)
     .bind(lease_secs)
+    .persistent(false)
     .fetch_all(pool)
     .await
 }
@@ -206,6 +211,8 @@ pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error>
     .bind(&statuses)
     .bind(&delays)
     .bind(&errors)
+    // Planned at every call, as the claim is: a plan cached on a small table joins by scanning it.
+    .persistent(false)
     .execute(&mut *tx)
     .await?;
     if !forgotten.is_empty() {
