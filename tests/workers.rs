@@ -48,9 +48,10 @@ async fn two_workers_publish_every_event_in_order_per_request_and_survive_one_st
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .unwrap();
-    let channel = conn.create_channel().await.unwrap();
     let queue = format!("{}.test-subscriber", app.broker.exchange);
+    // A bind to an exchange that does not exist yet closes the channel: a fresh one per try.
     let declared = eventually(Duration::from_secs(30), || async {
+        let channel = conn.create_channel().await.ok()?;
         channel
             .queue_declare(
                 queue.as_str().into(),
@@ -71,10 +72,11 @@ async fn two_workers_publish_every_event_in_order_per_request_and_survive_one_st
                 FieldTable::default(),
             )
             .await
-            .ok()
+            .ok()?;
+        Some(channel)
     })
     .await;
-    assert!(declared.is_some(), "the workers declared the exchange");
+    let channel = declared.expect("the workers declared the exchange");
     let received = std::sync::Arc::new(Mutex::new(Vec::<Envelope>::new()));
     let mut consumer = channel
         .basic_consume(
