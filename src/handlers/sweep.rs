@@ -49,6 +49,15 @@ impl Sweeper {
         let feed = Feed::new(self.pool.clone());
         let idle = (self.after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         while !stop.is_cancelled() {
+            match self.start_at_the_relay().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the sweeper cannot start; it will try again");
+                    pause(&stop, idle).await;
+                }
+            }
+        }
+        while !stop.is_cancelled() {
             match self.sweep_once(&feed).await {
                 Ok(0) => pause(&stop, idle).await,
                 Ok(_) => {}
@@ -60,10 +69,10 @@ impl Sweeper {
         }
     }
 
-    /// One batch; returns the events it passed.
-    async fn sweep_once(&self, feed: &Feed) -> Result<usize, HandlerError> {
-        // A new sweeper starts where the relay stands: what was published before it existed was
-        // handled by the consumers of that time.
+    /// A new sweeper starts where the relay stands: what was published before it existed was
+    /// handled by the consumers of that time. (Without a relay checkpoint yet, `load` starts it
+    /// at the beginning of the feed.)
+    async fn start_at_the_relay(&self) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO feed_checkpoints (name, tx_id, global_id) \
              SELECT $1, tx_id, global_id FROM feed_checkpoints WHERE name = $2 \
@@ -73,6 +82,11 @@ impl Sweeper {
         .bind(RELAY)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// One batch; returns the events it passed.
+    async fn sweep_once(&self, feed: &Feed) -> Result<usize, HandlerError> {
         let from = checkpoints::load(&self.pool, SWEEPER).await?;
         let published = checkpoints::load(&self.pool, RELAY).await?;
         let batch = feed.read_after(from, self.batch).await?;
