@@ -107,3 +107,37 @@ async fn a_read_model_behind_the_others_catches_up_alone() {
         "the others applied nothing twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_store_restored_into_another_cluster_from_a_logical_dump_is_refused() {
+    let db = common::TestDb::new();
+    let settings = common::settings_for(&db, &[]);
+    let pool = approval_ledger::store::db::prepare(&settings.database)
+        .await
+        .unwrap();
+    // A row as a logical restore into a younger cluster leaves it: its transaction id was handed
+    // out by the old cluster, far ahead of this one's counter.
+    let (next,): (i64,) =
+        sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let payload = serde_json::json!({"RequestCancelled": {"reason": "restored", "at": "2026-11-26T00:00:00Z"}});
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, tx_id) \
+         VALUES ('ApprovalRequest', 'restored', 1, 'RequestCancelled', '1.0', $1, '{}', $2)",
+    )
+    .bind(payload)
+    .bind(next + 1_000_000)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let refused = approval_ledger::store::db::prepare(&settings.database).await;
+    let error = refused
+        .expect_err("a store ahead of the server is refused")
+        .to_string();
+    assert!(error.contains("logical dump"), "{error}");
+    assert!(error.contains("physical backup"), "{error}");
+}

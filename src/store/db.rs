@@ -24,6 +24,20 @@ pub enum DbError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The event store holds transaction ids this server has not handed out yet: it was restored
+    /// into another cluster from a logical dump. Every reader of the feed would then skip the new
+    /// events, which sort before its checkpoint.
+    #[error(
+        "the event store holds transaction id {stored}, ahead of this server's next ({next}): \
+         it was restored from a logical dump into another cluster, and the feed would skip every \
+         new event. Restore from a physical backup instead (docs/operations.md, backup and restore)"
+    )]
+    AheadOfServer {
+        /// The highest transaction id in `events`.
+        stored: i64,
+        /// The next transaction id this server will hand out.
+        next: i64,
+    },
 }
 
 /// The connect options of `settings`, named so the server's activity view shows who we are.
@@ -88,12 +102,31 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .await?)
 }
 
-/// Creates the database when missing, connects, applies pending migrations.
+/// Creates the database when missing, connects, applies pending migrations, and checks that the
+/// event store belongs to this server's transaction-id history.
 pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     create_if_missing(settings).await?;
     let pool = connect(settings).await?;
     MIGRATOR.run(&pool).await?;
+    check_transaction_ids(&pool).await?;
     Ok(pool)
+}
+
+/// Refuses an event store whose transaction ids are ahead of the server's: the feed is ordered
+/// by them (decision 0002), so new events would sort before what every reader has passed.
+/// On a server the store has always lived on, or restored from a physical backup, every stored id
+/// is below the next one to be handed out. Reads the index's last entry; assigns no id.
+pub async fn check_transaction_ids(pool: &PgPool) -> Result<(), DbError> {
+    let (stored, next): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT max(tx_id) FROM events), \
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(pool)
+    .await?;
+    match stored {
+        Some(stored) if stored >= next => Err(DbError::AheadOfServer { stored, next }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
