@@ -33,6 +33,33 @@ pub const LEGACY_SYNC_EVENTS: [&str; 7] = [
     "RequestExpired",
 ];
 
+/// The longest any single call to RabbitMQ may take (open or close a channel, consume, ack):
+/// lapin can wait for ever on a connection that died under it, and a consumer waiting there
+/// never starts again on the new one (the fault suite's `rabbitmq-restart` caught one).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`, or an error once it has taken [`CALL_TIMEOUT`].
+pub async fn bounded<T>(
+    what: &'static str,
+    call: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerCallError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(BrokerCallError::Failed),
+        Err(_) => Err(BrokerCallError::TimedOut(what)),
+    }
+}
+
+/// Why a bounded call to RabbitMQ did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerCallError {
+    /// RabbitMQ answered with an error, or the connection failed.
+    #[error("{0}")]
+    Failed(lapin::Error),
+    /// No answer within [`CALL_TIMEOUT`].
+    #[error("RabbitMQ did not answer ({0}) within {secs} s", secs = CALL_TIMEOUT.as_secs())]
+    TimedOut(&'static str),
+}
+
 /// Every name the service declares, derived from the exchange's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -238,6 +265,19 @@ impl Broker {
                 result.ok().and_then(|s| s.clone())
             }
         }
+    }
+
+    /// Resolves once the session of `generation` is no longer the live one (its connection
+    /// failed, or a new one replaced it).
+    pub async fn gone(&self, generation: u64) {
+        let mut rx = self.session.clone();
+        let _ = rx
+            .wait_for(|s| {
+                !s.as_ref().is_some_and(|s| {
+                    s.generation == generation && s.connection.status().connected()
+                })
+            })
+            .await;
     }
 }
 

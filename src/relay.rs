@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, Topology};
+use crate::broker::{bounded, Broker, BrokerCallError, Topology};
 use crate::config::{BrokerSettings, FeedSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::pause;
@@ -140,7 +140,11 @@ pub async fn run(ctx: RelayContext, mut wake: watch::Receiver<u64>, stop: Cancel
         let mut sources = HashMap::new();
         let result =
             relay_while_healthy(&ctx, &channel, &mut leader, &mut sources, &mut wake, &stop).await;
-        let _ = channel.close(200, ShortString::from("relay stops")).await;
+        let _ = bounded(
+            "close a channel",
+            channel.close(200, ShortString::from("relay stops")),
+        )
+        .await;
         let _ = leader.close().await;
         match result {
             Ok(()) => return,
@@ -167,12 +171,19 @@ pub async fn run(ctx: RelayContext, mut wake: watch::Receiver<u64>, stop: Cancel
 /// Declares the topology again (idempotent); a failure is logged, the retry tries again.
 async fn redeclare(ctx: &RelayContext, connection: &lapin::Connection) {
     let declared = async {
-        let channel = connection.create_channel().await?;
-        ctx.broker
-            .topology()
-            .declare(&channel, ctx.broker_settings.delivery_limit)
-            .await?;
-        channel.close(200, ShortString::from("declared")).await
+        let channel = bounded("open a channel", connection.create_channel()).await?;
+        bounded(
+            "declare the topology",
+            ctx.broker
+                .topology()
+                .declare(&channel, ctx.broker_settings.delivery_limit),
+        )
+        .await?;
+        bounded(
+            "close a channel",
+            channel.close(200, ShortString::from("declared")),
+        )
+        .await
     };
     match declared.await {
         Ok(()) => tracing::info!("the relay declared the topology again"),
@@ -212,11 +223,13 @@ async fn lead(ctx: &RelayContext, stop: &CancellationToken) -> Option<PgConnecti
     }
 }
 
-async fn open_channel(connection: &lapin::Connection) -> Result<Channel, lapin::Error> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+async fn open_channel(connection: &lapin::Connection) -> Result<Channel, BrokerCallError> {
+    let channel = bounded("open a channel", connection.create_channel()).await?;
+    bounded(
+        "turn on confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
     Ok(channel)
 }
 

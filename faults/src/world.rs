@@ -457,7 +457,7 @@ impl World {
 }
 
 /// The service's configuration for a scenario: its own database and exchange, fast retries, a
-/// short call timeout, a sweeper 10 s behind the feed, pushes and callbacks to the fake endpoints, step callbacks on (so each
+/// short call timeout, a sweeper 20 s behind the feed, pushes and callbacks to the fake endpoints, step callbacks on (so each
 /// request has several callbacks whose order can be checked).
 fn config_text(run: &Run, db: &str, fake: &str) -> String {
     format!(
@@ -473,7 +473,7 @@ url = "{amqp}"
 exchange = "faults.{db}"
 reconnect_max_ms = 1000
 publish_timeout_ms = 5000
-sweep_after_ms = 10000
+sweep_after_ms = 20000
 
 [delivery]
 max_attempts = 200

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::broker::Broker;
+use crate::broker::{bounded, Broker, BrokerCallError};
 use crate::relay::Envelope;
 use crate::shutdown::pause;
 
@@ -102,24 +102,28 @@ pub async fn consume<H: Handler>(
             return;
         };
         let consumer = async {
-            let channel = session.connection.create_channel().await?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
+            let channel = bounded("open a channel", session.connection.create_channel()).await?;
+            bounded(
+                "set the prefetch",
+                channel.basic_qos(prefetch, BasicQosOptions::default()),
+            )
+            .await?;
             let tag = format!(
                 "approval-ledger.{}.{}",
                 handler.name(),
                 uuid::Uuid::new_v4().simple()
             );
-            let consumer = channel
-                .basic_consume(
+            let consumer = bounded(
+                "start consuming",
+                channel.basic_consume(
                     queue.as_str().into(),
                     ShortString::from(tag),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
-                )
-                .await?;
-            Ok::<_, lapin::Error>((channel, consumer))
+                ),
+            )
+            .await?;
+            Ok::<_, BrokerCallError>((channel, consumer))
         };
         let (channel, consumer) = match consumer.await {
             Ok(pair) => pair,
@@ -130,8 +134,12 @@ pub async fn consume<H: Handler>(
             }
         };
         tracing::info!(queue = %queue, "consuming");
+        // Until stopped, or until this connection is gone: a stream on a dead connection may
+        // never end by itself, and then this consumer would never start again on the next one.
+        let gone = broker.gone(session.generation);
         consumer
             .take_until(stop.cancelled())
+            .take_until(gone)
             .for_each_concurrent(usize::from(prefetch.max(1)), |delivery| {
                 let handler = handler.clone();
                 let stop = stop.clone();
@@ -143,9 +151,11 @@ pub async fn consume<H: Handler>(
                 }
             })
             .await;
-        let _ = channel
-            .close(200, ShortString::from("consumer stops"))
-            .await;
+        let _ = bounded(
+            "close a channel",
+            channel.close(200, ShortString::from("consumer stops")),
+        )
+        .await;
         if !stop.is_cancelled() {
             pause(&stop, Duration::from_millis(200)).await;
         }
@@ -159,7 +169,11 @@ async fn process<H: Handler>(handler: &H, delivery: Delivery, stop: &Cancellatio
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(handler = handler.name(), error = %e, "a message does not decode; dead-lettering it");
-            let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+            let _ = bounded(
+                "reject a message",
+                delivery.reject(BasicRejectOptions { requeue: false }),
+            )
+            .await;
             return;
         }
     };
@@ -179,7 +193,9 @@ async fn handle_decoded<H: Handler>(
     loop {
         match handler.handle(envelope).await {
             Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                if let Err(e) =
+                    bounded("acknowledge", delivery.ack(BasicAckOptions::default())).await
+                {
                     // The effect is durable and idempotent: the redelivery will find it.
                     tracing::debug!(error = %e, "could not acknowledge; the message will come again");
                 }
@@ -187,7 +203,11 @@ async fn handle_decoded<H: Handler>(
             }
             Err(HandlerError::Permanent(reason)) => {
                 tracing::warn!(reason = %reason, "a message cannot be handled; dead-lettering it");
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                let _ = bounded(
+                    "reject a message",
+                    delivery.reject(BasicRejectOptions { requeue: false }),
+                )
+                .await;
                 return;
             }
             Err(HandlerError::Transient(reason)) => {
