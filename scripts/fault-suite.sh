@@ -22,6 +22,7 @@ echo "fault-suite: building (release)" >&2
 cargo build --release --quiet -p approval-ledger -p approval-faults
 target_dir=${CARGO_TARGET_DIR:-target}
 
-exec 9>/tmp/approval-ledger-disrupt.lock
-flock 9
-exec "$target_dir/release/fault-suite" --service "$target_dir/release/approval-ledger" "$@"
+# The lock is held by flock itself, not handed down (-o): the suite starts PostgreSQL again, and a
+# server that inherited the lock's descriptor would hold it for as long as it runs.
+exec flock -o /tmp/approval-ledger-disrupt.lock \
+  "$target_dir/release/fault-suite" --service "$target_dir/release/approval-ledger" "$@"
