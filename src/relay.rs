@@ -287,7 +287,7 @@ async fn relay_while_healthy(
 }
 
 /// Fills in the system and reference of every request in `events` not yet known.
-async fn resolve_sources(
+pub(crate) async fn resolve_sources(
     pool: &PgPool,
     events: &[FeedEvent],
     sources: &mut HashMap<Uuid, (String, String)>,

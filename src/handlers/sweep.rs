@@ -7,11 +7,10 @@
 //! event and target), so an event both paths handle still gets one job; and the legacy-sync
 //! handler builds every earlier callback of the request too, so per-request order holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use approval_projections::FeedEvent;
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +19,10 @@ use uuid::Uuid;
 use crate::handlers::legacy_sync::{callback_type, LegacySync};
 use crate::handlers::push::{may_notify, Push};
 use crate::handlers::{Handler, HandlerError};
-use crate::relay::{Envelope, RELAY};
+use crate::relay::{resolve_sources, Envelope, RELAY};
 use crate::shutdown::pause;
 use crate::store::checkpoints;
-use crate::store::events;
+use crate::store::deliveries::{self, Channel};
 use crate::store::feed::Feed;
 
 /// The sweeper's checkpoint name.
@@ -49,7 +48,9 @@ impl Sweeper {
         let feed = Feed::new(self.pool.clone());
         let idle = (self.after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         while !stop.is_cancelled() {
-            match self.start_at_the_relay().await {
+            // A new sweeper starts where the relay stands: what was published before it existed
+            // was handled by the consumers of that time.
+            match checkpoints::start_where(&self.pool, SWEEPER, RELAY).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "the sweeper cannot start; it will try again");
@@ -69,22 +70,6 @@ impl Sweeper {
         }
     }
 
-    /// A new sweeper starts where the relay stands: what was published before it existed was
-    /// handled by the consumers of that time. (Without a relay checkpoint yet, `load` starts it
-    /// at the beginning of the feed.)
-    async fn start_at_the_relay(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO feed_checkpoints (name, tx_id, global_id) \
-             SELECT $1, tx_id, global_id FROM feed_checkpoints WHERE name = $2 \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(SWEEPER)
-        .bind(RELAY)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// One batch; returns the events it passed.
     async fn sweep_once(&self, feed: &Feed) -> Result<usize, HandlerError> {
         let from = checkpoints::load(&self.pool, SWEEPER).await?;
@@ -92,30 +77,22 @@ impl Sweeper {
         let batch = feed.read_after(from, self.batch).await?;
         let cutoff = Utc::now()
             - chrono::Duration::from_std(self.after).unwrap_or(chrono::Duration::seconds(30));
-        let due: Vec<&FeedEvent> = batch
+        let ready = batch
             .events
             .iter()
             .take_while(|e| e.position <= published && e.recorded_at <= cutoff)
-            .collect();
+            .count();
+        let due = &batch.events[..ready];
         let Some(last) = due.last() else {
             return Ok(0);
         };
         let ids: Vec<Uuid> = due.iter().map(|e| e.event_id).collect();
-        let jobs = self.jobs_of(&ids).await?;
-        let requests: Vec<String> = due
-            .iter()
-            .map(|e| e.request_id.to_string())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let sources: HashMap<String, (String, String)> = events::sources(&self.pool, &requests)
-            .await?
-            .into_iter()
-            .map(|(id, system, external_ref)| (id, (system, external_ref)))
-            .collect();
+        let jobs = deliveries::channels_of(&self.pool, &ids).await?;
+        let mut sources = HashMap::new();
+        resolve_sources(&self.pool, due, &mut sources).await?;
         let mut swept = 0;
-        for event in &due {
-            let Some((system, external_ref)) = sources.get(&event.request_id.to_string()) else {
+        for event in due {
+            let Some((system, external_ref)) = sources.get(&event.request_id.0) else {
                 continue;
             };
             let progress = self
@@ -125,9 +102,9 @@ impl Sweeper {
                 .is_some_and(|s| s.progress_callbacks);
             let envelope = Envelope::of(event, system, external_ref);
             let missing_callback = callback_type(&event.event, progress).is_some()
-                && !jobs.contains(&(event.event_id, "callback".to_owned()));
-            let missing_push = may_notify(&event.event_type)
-                && !jobs.contains(&(event.event_id, "push".to_owned()));
+                && !jobs.contains(&(event.event_id, Channel::Callback));
+            let missing_push =
+                may_notify(&event.event_type) && !jobs.contains(&(event.event_id, Channel::Push));
             if missing_callback {
                 swept += settle(self.legacy.handle(&envelope).await, &envelope)?;
             }
@@ -137,7 +114,10 @@ impl Sweeper {
         }
         if swept > 0 {
             // Most events handled again simply have nobody to tell; say so only when jobs appeared.
-            let created = self.jobs_of(&ids).await?.len().saturating_sub(jobs.len());
+            let created = deliveries::channels_of(&self.pool, &ids)
+                .await?
+                .len()
+                .saturating_sub(jobs.len());
             if created > 0 {
                 tracing::warn!(
                     created,
@@ -148,20 +128,6 @@ impl Sweeper {
         let mut conn = self.pool.acquire().await?;
         checkpoints::advance(&mut conn, SWEEPER, last.position).await?;
         Ok(due.len())
-    }
-}
-
-impl Sweeper {
-    /// The channels that have jobs for each of `ids`.
-    async fn jobs_of(&self, ids: &[Uuid]) -> Result<HashSet<(Uuid, String)>, sqlx::Error> {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT DISTINCT event_id, channel FROM deliveries \
-             WHERE channel IN ('callback', 'push') AND event_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().collect())
     }
 }
 

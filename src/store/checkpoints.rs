@@ -21,6 +21,21 @@ pub async fn load(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
     Ok(Position { tx_id, global_id })
 }
 
+/// Creates the checkpoint of `name` where `like` stands, unless `name` has one already (or
+/// `like` has none: then `load` starts it at the beginning of the feed).
+pub async fn start_where(pool: &PgPool, name: &str, like: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO feed_checkpoints (name, tx_id, global_id) \
+         SELECT $1, tx_id, global_id FROM feed_checkpoints WHERE name = $2 \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(like)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Locks the checkpoint of `name` until the end of the transaction `conn` is in, and returns it.
 pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
     let (tx_id, global_id): (i64, i64) =

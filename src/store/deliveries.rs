@@ -2,13 +2,15 @@
 //! event and target), claimed with a lease so a crashed worker's jobs come back, and recorded as
 //! delivered, retried, dead (a dead letter) or dropped.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Where a job goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// A signed callback to a legacy system; `target` is the system's key.
     Callback,
@@ -81,6 +83,24 @@ impl Job {
     pub fn channel(&self) -> Channel {
         Channel::parse(&self.channel_name)
     }
+}
+
+/// Which of `event_ids` have jobs, on which channel.
+pub async fn channels_of(
+    pool: &PgPool,
+    event_ids: &[Uuid],
+) -> Result<HashSet<(Uuid, Channel)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT DISTINCT event_id, channel FROM deliveries \
+         WHERE channel IN ('callback', 'push') AND event_id = ANY($1)",
+    )
+    .bind(event_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, channel)| (id, Channel::parse(&channel)))
+        .collect())
 }
 
 /// Creates the jobs that do not exist yet; returns how many were new.

@@ -1,6 +1,6 @@
-//! What the command path does with stored events beyond loading them through cqrs-es: the
-//! append (one statement that also returns the feed position), where a committed event stands in
-//! the feed, and whether a command with an idempotency key already took effect.
+//! What the command path and the handlers do with stored events beyond loading them through
+//! cqrs-es: the append (one statement that also returns the feed position), whether a command
+//! with an idempotency key already took effect, a request's history and its source system.
 
 use std::collections::HashMap;
 
@@ -9,24 +9,6 @@ use approval_projections::Position;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
 use sqlx::PgPool;
-
-/// The feed position of event `sequence` of request `id`.
-pub async fn position_of(
-    pool: &PgPool,
-    id: RequestId,
-    sequence: u64,
-) -> Result<Option<Position>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id, global_id FROM events \
-         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-    )
-    .bind(ApprovalRequest::TYPE)
-    .bind(id.to_string())
-    .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(tx_id, global_id)| Position { tx_id, global_id }))
-}
 
 /// The last sequence that `actor`'s command with idempotency key `key` wrote to request `id`,
 /// if it wrote any: the event store itself remembers keys, so an answer lost in a crash between
