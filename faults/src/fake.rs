@@ -89,7 +89,7 @@ async fn callback(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResp
     let at = Instant::now();
     let event_id = req
         .headers()
-        .get("X-Ledger-Event-Id")
+        .get(approval_ledger::handlers::scheduler::EVENT_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

@@ -55,26 +55,26 @@ struct Cli {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if cli.list {
-        for (name, what, quick) in scenarios::ALL {
-            println!("{name:<26} {what}{}", if quick { " (quick)" } else { "" });
+        for s in scenarios::ALL {
+            let quick = if s.quick { " (quick)" } else { "" };
+            println!("{:<26} {}{quick}", s.name, s.what);
         }
         return std::process::ExitCode::SUCCESS;
     }
     let unknown: Vec<&String> = cli
         .only
         .iter()
-        .filter(|n| !scenarios::ALL.iter().any(|(name, _, _)| name == n))
+        .filter(|n| !scenarios::ALL.iter().any(|s| s.name == n.as_str()))
         .collect();
     if !unknown.is_empty() {
         eprintln!("fault-suite: unknown scenarios {unknown:?}; see --list");
         return std::process::ExitCode::from(2);
     }
-    let chosen: Vec<&str> = scenarios::ALL
+    let chosen: Vec<&scenarios::Scenario> = scenarios::ALL
         .iter()
-        .filter(|(name, _, quick)| {
-            (cli.only.is_empty() || cli.only.iter().any(|n| n == name)) && (!cli.quick || *quick)
+        .filter(|s| {
+            (cli.only.is_empty() || cli.only.iter().any(|n| n == s.name)) && (!cli.quick || s.quick)
         })
-        .map(|(name, _, _)| *name)
         .collect();
     let run = world::Run {
         service: cli.service,
@@ -92,10 +92,11 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     let (mut held, mut acknowledged, mut lost, mut duplicated, mut redelivered) = (0, 0, 0, 0, 0);
-    for name in &chosen {
+    for scenario in &chosen {
+        let name = scenario.name;
         eprintln!("fault-suite: {name}");
         let started = Instant::now();
-        let line = match scenarios::run(&run, name).await {
+        let line = match scenarios::run(&run, scenario).await {
             Ok(f) => {
                 acknowledged += f.acknowledged;
                 lost += f.lost;

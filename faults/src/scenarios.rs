@@ -12,50 +12,83 @@ use crate::fake::Mode;
 use crate::load::{self, Load, Tally};
 use crate::world::{Run, World};
 
-/// The scenarios, in the order they run: name, what it shows, in the quick subset CI runs.
-pub const ALL: [(&str, &str, bool); 10] = [
-    ("postgres-restart", "PostgreSQL restarted under load", false),
-    (
+/// A scenario: what it is called and shows, and what its world needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it shows, in a line.
+    pub what: &'static str,
+    /// In the quick subset CI runs (it disturbs neither PostgreSQL nor RabbitMQ as a whole).
+    pub quick: bool,
+    /// Service instances it runs.
+    instances: usize,
+    /// It removes the exchange's bindings: no observer queue (one would keep every event
+    /// routable), and the sweeper is expected to make the jobs no consumer got to make. Anywhere
+    /// else a job of the sweeper's making means the consumers dropped something.
+    removes_bindings: bool,
+}
+
+const fn scenario(name: &'static str, what: &'static str, quick: bool) -> Scenario {
+    Scenario {
+        name,
+        what,
+        quick,
+        instances: 1,
+        removes_bindings: false,
+    }
+}
+
+/// The scenarios, in the order they run.
+pub const ALL: [Scenario; 10] = [
+    scenario("postgres-restart", "PostgreSQL restarted under load", false),
+    scenario(
         "rabbitmq-restart",
         "RabbitMQ stopped and started under load",
         false,
     ),
-    (
+    scenario(
         "rabbitmq-connections-cut",
         "every broker connection closed by the broker",
         false,
     ),
-    (
+    scenario(
         "kill-9",
         "the service killed with deliveries failing and retries pending",
         true,
     ),
-    (
+    scenario(
         "crash-before-ack",
         "a worker killed between its effects and their acks",
         true,
     ),
-    (
+    scenario(
         "long-transaction",
         "a long-open and a rolled-back transaction while events commit",
         true,
     ),
-    ("poison", "a poison message on each work queue", true),
-    (
-        "unroutable",
-        "every binding removed: publishes come back unroutable",
-        false,
-    ),
-    (
+    scenario("poison", "a poison message on each work queue", true),
+    Scenario {
+        removes_bindings: true,
+        ..scenario(
+            "unroutable",
+            "every binding removed: publishes come back unroutable",
+            false,
+        )
+    },
+    scenario(
         "slow-legacy",
         "the legacy system slower than the timeout, then 429, then well",
         false,
     ),
-    (
-        "instance-kill-loop",
-        "two instances, one killed again and again",
-        false,
-    ),
+    Scenario {
+        instances: 2,
+        ..scenario(
+            "instance-kill-loop",
+            "two instances, one killed again and again",
+            false,
+        )
+    },
 ];
 
 /// Clients of the load and their pause between commands.
@@ -104,13 +137,12 @@ async fn pg_ctl(action: &str) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs scenario `name` in a world of its own and tears the world down, whatever happens.
-pub async fn run(run: &Run, name: &str) -> anyhow::Result<Findings> {
-    let observer = name != "unroutable";
-    let mut world = World::new(run, name, observer).await?;
+/// Runs `scenario` in a world of its own and tears the world down, whatever happens.
+pub async fn run(run: &Run, scenario: &Scenario) -> anyhow::Result<Findings> {
+    let name = scenario.name;
+    let mut world = World::new(run, name, !scenario.removes_bindings).await?;
     let result = async {
-        world.start_instance().await?;
-        if name == "instance-kill-loop" {
+        for _ in 0..scenario.instances {
             world.start_instance().await?;
         }
         load::register_devices(&world).await?;
@@ -135,12 +167,9 @@ pub async fn run(run: &Run, name: &str) -> anyhow::Result<Findings> {
             "drained {:.1} s after the load",
             took.as_secs_f64()
         ));
-        // The sweeper makes up for events no work queue handed to a consumer. Only the unroutable
-        // scenario needs it; anywhere else a job of its making means the consumers dropped
-        // something (a consumer that never came back after RabbitMQ did, say).
         let swept = world.swept_jobs();
         findings.note(format!("{swept} jobs made by the sweeper"));
-        if name == "unroutable" {
+        if scenario.removes_bindings {
             findings.require(
                 swept > 0,
                 "the sweeper made no job for the events no queue took",
