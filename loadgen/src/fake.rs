@@ -64,7 +64,7 @@ async fn callback(notes: web::Data<Notes>, req: HttpRequest, _body: web::Bytes) 
     let at = now_us();
     let event_id = req
         .headers()
-        .get("X-Ledger-Event-Id")
+        .get(approval_ledger::handlers::scheduler::EVENT_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     notes.note("callback", event_id, at);

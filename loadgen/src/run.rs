@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use approval_aggregates::{Request, Status, Verdict};
 use approval_ledger::config::Settings;
-use approval_ledger::http::auth::{issue_token, signature};
+use approval_ledger::http::auth::{issue_token, signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -166,11 +166,8 @@ impl World {
         let result = self
             .client
             .post(format!("{}/v1/systems/{key}/requests", self.base))
-            .header("X-Ledger-Timestamp", ts.to_string())
-            .header(
-                "X-Ledger-Signature",
-                signature(secret, ts, bytes.as_bytes()),
-            )
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, signature(secret, ts, bytes.as_bytes()))
             .header("content-type", "application/json")
             .body(bytes)
             .send()
