@@ -11,7 +11,8 @@ use std::time::Duration;
 use approval_aggregates::RequestId;
 use approval_ledger::broker::Topology;
 use approval_ledger::handlers::legacy_sync::LegacySync;
-use approval_ledger::handlers::{Handler, JobSignal};
+use approval_ledger::handlers::push::Push;
+use approval_ledger::handlers::{handle_batch, Handler, JobSignal};
 use approval_ledger::http::auth::signature;
 use approval_ledger::relay::Envelope;
 use approval_ledger::startup::Roles;
@@ -379,7 +380,7 @@ async fn a_consumer_that_dies_after_its_effect_before_the_ack_does_not_duplicate
         systems: Arc::new(app.settings.systems.clone()),
         jobs: JobSignal::default(),
     };
-    handler.handle(&taken).await.unwrap();
+    handler.handle(std::slice::from_ref(&taken)).await.unwrap();
     drop(delivery);
     conn.close(320, "the consumer dies".into()).await.unwrap();
 
@@ -569,4 +570,84 @@ async fn an_event_that_never_reaches_the_legacy_sync_queue_is_swept_into_its_cal
     .unwrap();
     assert_eq!(queued, 1);
     conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_rest() {
+    let legacy = FakeEndpoint::ok().await;
+    let fcm = FakeEndpoint::ok().await;
+    // The API alone: no consumer of the service's own makes jobs behind the test's back.
+    let app = app_with(
+        &legacy,
+        &fcm,
+        &[("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50")],
+    )
+    .await
+    .restart(Roles {
+        api: true,
+        worker: false,
+    })
+    .await;
+    let id = app
+        .submit(&single_step("L-9", &["alice"]))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.approve("alice", &id).await;
+    let history = approval_ledger::store::events::history(
+        &app.pool,
+        RequestId(Uuid::parse_str(&id).unwrap()),
+        i64::MAX,
+    )
+    .await
+    .unwrap();
+    let approved = history.last().unwrap();
+    assert_eq!(approved.event_type, "RequestApproved");
+    let good = Envelope::of(approved, "erp", "L-9");
+    // The same request and sequence, but an event this ledger never stored.
+    let foreign = Envelope {
+        event_id: Uuid::new_v4(),
+        ..good.clone()
+    };
+    let batch = [foreign, good.clone()];
+
+    let legacy_sync = LegacySync {
+        pool: app.pool.clone(),
+        systems: Arc::new(app.settings.systems.clone()),
+        jobs: JobSignal::default(),
+    };
+    let refused = handle_batch(&legacy_sync, &batch).await.unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, 0, "the foreign message is the one refused");
+    let (callbacks,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM deliveries WHERE channel = 'callback' AND event_id = $1",
+    )
+    .bind(good.event_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(callbacks, 1, "the stored event got its callback job");
+
+    register_device(&app, "dina", "dinas-phone").await;
+    let push = Push {
+        pool: app.pool.clone(),
+        jobs: JobSignal::default(),
+    };
+    let refused = handle_batch(&push, &batch).await.unwrap();
+    assert_eq!(
+        refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0],
+        "{refused:?}"
+    );
+    let (pushes,): (String,) =
+        sqlx::query_as("SELECT target FROM deliveries WHERE channel = 'push' AND event_id = $1")
+            .bind(good.event_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(pushes, "dinas-phone", "the requester's phone is told");
 }

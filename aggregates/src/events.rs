@@ -141,6 +141,17 @@ pub const DECISION_VERSION: &str = "1.1";
 /// The stored type names of the decision events, which changed from 1.0 to 1.1.
 pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "RequestReturned"];
 
+/// The stored type names of the events that end a request: exactly those whose
+/// [`ApprovalEvent::final_status`] is `Some`, so a consumer can tell from a message's type alone.
+pub const FINAL_TYPES: [&str; 6] = [
+    "RequestApproved",
+    "RequestRejected",
+    "RequestReturned",
+    "RequestWithdrawn",
+    "RequestCancelled",
+    "RequestExpired",
+];
+
 impl ApprovalEvent {
     /// The stored type name; never changes once written.
     pub fn type_name(&self) -> &'static str {

@@ -722,3 +722,66 @@ fn events_keep_their_wire_names() {
     assert_eq!(money, json!({"value": "1250.00", "currency": "USD"}));
     assert_eq!(submitted().type_name(), "RequestSubmitted");
 }
+
+#[test]
+fn final_types_are_the_events_with_a_final_status() {
+    let events = vec![
+        submitted(),
+        ApprovalEvent::ApprovalRecorded {
+            step: 0,
+            approver: user("alice"),
+            comment: None,
+            seen_version: 1,
+            at: at(1),
+        },
+        ApprovalEvent::StepCompleted { step: 0, at: at(1) },
+        ApprovalEvent::RequestApproved {
+            decided_by: user("alice"),
+            comment: None,
+            at: at(2),
+        },
+        ApprovalEvent::RequestRejected {
+            step: 0,
+            decided_by: user("alice"),
+            comment: "no".into(),
+            seen_version: 1,
+            at: at(2),
+        },
+        ApprovalEvent::RequestReturned {
+            step: 0,
+            decided_by: user("alice"),
+            comment: "fix it".into(),
+            seen_version: 1,
+            at: at(2),
+        },
+        ApprovalEvent::ApproverDelegated {
+            step: 0,
+            from: user("alice"),
+            to: user("bob"),
+            comment: None,
+            at: at(2),
+        },
+        ApprovalEvent::RequestWithdrawn {
+            by: user("dina"),
+            comment: None,
+            at: at(2),
+        },
+        ApprovalEvent::RequestCancelled {
+            reason: None,
+            at: at(2),
+        },
+        ApprovalEvent::RequestExpired { at: at(2) },
+    ];
+    let finals: Vec<&str> = events
+        .iter()
+        .filter(|e| e.final_status().is_some())
+        .map(ApprovalEvent::type_name)
+        .collect();
+    assert_eq!(finals, FINAL_TYPES);
+    for event in &events {
+        assert_eq!(
+            FINAL_TYPES.contains(&event.type_name()),
+            event.final_status().is_some()
+        );
+    }
+}

@@ -5,13 +5,14 @@
 //! N of a request, every callback-worthy event up to N gets its job (idempotently), so even a
 //! message that arrives before an earlier one cannot let a later callback overtake.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use approval_aggregates::{ApprovalEvent, RequestId, Status};
+use approval_aggregates::{ApprovalEvent, Status, FINAL_TYPES};
 use approval_projections::FeedEvent;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::config::SystemSettings;
 use crate::handlers::{Handler, HandlerError, JobSignal};
@@ -88,52 +89,86 @@ fn body(
     })
 }
 
+/// Whether an event of type `event_type` can have a callback: [`callback_type`] is `None` for
+/// every other type, so a message of another type needs no look at the store.
+pub fn may_call_back(event_type: &str, progress: bool) -> bool {
+    FINAL_TYPES.contains(&event_type) || (progress && event_type == "StepCompleted")
+}
+
 impl Handler for LegacySync {
     fn name(&self) -> &'static str {
         "legacy-sync"
     }
 
-    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        let Some(system) = self.systems.get(&envelope.system) else {
-            return Err(HandlerError::Permanent(format!(
-                "system {:?} is not configured",
-                envelope.system
-            )));
-        };
-        let history = events::history(
-            &self.pool,
-            RequestId(envelope.request_id),
-            envelope.sequence,
-        )
-        .await?;
-        if history.last().map(|e| e.event_id) != Some(envelope.event_id) {
-            return Err(HandlerError::Permanent(
-                "the event is not in this ledger's store".into(),
-            ));
+    /// For every request of the batch, the jobs of every callback-worthy event up to its latest
+    /// one in the batch: one read of the histories and one insert for the whole batch.
+    async fn handle(&self, batch: &[Envelope]) -> Result<(), HandlerError> {
+        let mut worthy = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            let Some(system) = self.systems.get(&envelope.system) else {
+                return Err(HandlerError::Permanent(format!(
+                    "system {:?} is not configured",
+                    envelope.system
+                )));
+            };
+            if may_call_back(&envelope.event_type, system.progress_callbacks) {
+                worthy.push((envelope, system.progress_callbacks));
+            }
         }
-        let jobs: Vec<NewJob> = history
-            .iter()
-            .enumerate()
-            .filter_map(|(index, event)| {
-                let kind = callback_type(&event.event, system.progress_callbacks)?;
-                Some(NewJob {
-                    channel: Channel::Callback,
-                    event_id: event.event_id,
-                    request_id: event.request_id.0,
-                    sequence: event.sequence,
-                    target: envelope.system.clone(),
-                    body: body(
-                        &history,
-                        index,
-                        kind,
-                        &envelope.system,
-                        &envelope.external_ref,
-                    ),
-                    committed_at: event.recorded_at,
-                })
-            })
-            .collect();
-        if deliveries::create(&self.pool, &jobs).await? > 0 {
+        if worthy.is_empty() {
+            return Ok(());
+        }
+        let mut upto: HashMap<Uuid, i64> = HashMap::new();
+        for (envelope, _) in &worthy {
+            let last = upto.entry(envelope.request_id).or_default();
+            *last = (*last).max(envelope.sequence);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let histories = events::histories(&mut *conn, &upto).await?;
+        let mut jobs: Vec<NewJob> = vec![];
+        for (envelope, progress) in &worthy {
+            let history = histories
+                .get(&envelope.request_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let stored = history
+                .iter()
+                .position(|e| e.sequence == envelope.sequence)
+                .filter(|&index| history[index].event_id == envelope.event_id);
+            let Some(index) = stored else {
+                return Err(HandlerError::Permanent(
+                    "the event is not in this ledger's store".into(),
+                ));
+            };
+            // The latest message of a request makes the jobs of all its events up to there.
+            if Some(&envelope.sequence) != upto.get(&envelope.request_id) {
+                continue;
+            }
+            jobs.extend(
+                history[..=index]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, event)| {
+                        let kind = callback_type(&event.event, *progress)?;
+                        Some(NewJob {
+                            channel: Channel::Callback,
+                            event_id: event.event_id,
+                            request_id: event.request_id.0,
+                            sequence: event.sequence,
+                            target: envelope.system.clone(),
+                            body: body(
+                                history,
+                                index,
+                                kind,
+                                &envelope.system,
+                                &envelope.external_ref,
+                            ),
+                            committed_at: event.recorded_at,
+                        })
+                    }),
+            );
+        }
+        if deliveries::create(&mut *conn, &jobs).await? > 0 {
             self.jobs.notify();
         }
         Ok(())

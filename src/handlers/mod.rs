@@ -6,11 +6,14 @@
 //! - [`scheduler`]: sends due jobs, retries with growing delays, dead-letters what cannot go.
 //! - [`sweep`]: the safety net: makes the jobs of events the work queues never delivered.
 //!
-//! A consumer acknowledges a message only once its jobs are durable in PostgreSQL, and a job is
-//! unique per event and target, so a redelivered message (a consumer that died before its ack)
-//! never creates a second one. A message that does not decode is rejected without requeue and
-//! lands in the queue's dead-letter queue; it never blocks the queue. A database failure is
-//! retried in place, so the message keeps its place.
+//! A consumer takes the messages it has at hand as one batch (up to its prefetch), so that a
+//! busy queue costs a few statements per batch rather than per message. It acknowledges a batch
+//! only once its jobs are durable in PostgreSQL, and a job is unique per event and target, so a
+//! redelivered message (a consumer that died before its ack) never creates a second one. A
+//! message that does not decode, or that its handler can never handle, is rejected without
+//! requeue and lands in the queue's dead-letter queue; it never blocks the queue nor the other
+//! messages of its batch. A database failure is retried in place, so the messages keep their
+//! place.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,16 +64,43 @@ impl From<crate::store::feed::FeedError> for HandlerError {
     }
 }
 
-/// What a consumer does with one message.
+/// What a consumer does with the messages it has.
 pub trait Handler: Send + Sync + 'static {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
 
-    /// Makes the message's effect durable (idempotently).
+    /// Makes the effect of every message of `batch` durable (idempotently). A permanent error
+    /// says that some message of the batch can never be handled; [`handle_batch`] then handles
+    /// each alone to find which.
     fn handle<'a>(
         &'a self,
-        envelope: &'a Envelope,
+        batch: &'a [Envelope],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+/// Handles `batch` at once or, when that fails for good, each message alone, so that only the
+/// messages that can never be handled are refused. Returns those, by index, with the reason; a
+/// transient failure (of the batch, or of a message alone) is returned as it is.
+pub async fn handle_batch<H: Handler>(
+    handler: &H,
+    batch: &[Envelope],
+) -> Result<Vec<(usize, String)>, HandlerError> {
+    match handler.handle(batch).await {
+        Ok(()) => Ok(vec![]),
+        Err(HandlerError::Permanent(reason)) if batch.len() == 1 => Ok(vec![(0, reason)]),
+        Err(HandlerError::Permanent(_)) => {
+            let mut refused = vec![];
+            for (index, envelope) in batch.iter().enumerate() {
+                match handler.handle(std::slice::from_ref(envelope)).await {
+                    Ok(()) => {}
+                    Err(HandlerError::Permanent(reason)) => refused.push((index, reason)),
+                    Err(transient) => return Err(transient),
+                }
+            }
+            Ok(refused)
+        }
+        Err(transient) => Err(transient),
+    }
 }
 
 /// Wakes the scheduler when jobs were created in this process.
@@ -140,14 +170,19 @@ pub async fn consume<H: Handler>(
         consumer
             .take_until(stop.cancelled())
             .take_until(gone)
-            .for_each_concurrent(usize::from(prefetch.max(1)), |delivery| {
+            .ready_chunks(usize::from(prefetch.max(1)))
+            .for_each(|chunk| {
                 let handler = handler.clone();
                 let stop = stop.clone();
                 async move {
-                    match delivery {
-                        Ok(delivery) => process(handler.as_ref(), delivery, &stop).await,
-                        Err(e) => tracing::warn!(error = %e, "the consumer's channel failed"),
+                    let mut deliveries = Vec::with_capacity(chunk.len());
+                    for delivery in chunk {
+                        match delivery {
+                            Ok(delivery) => deliveries.push(delivery),
+                            Err(e) => tracing::warn!(error = %e, "the consumer's channel failed"),
+                        }
                     }
+                    process(handler.as_ref(), deliveries, &stop).await;
                 }
             })
             .await;
@@ -162,62 +197,81 @@ pub async fn consume<H: Handler>(
     }
 }
 
-/// Handles one delivery: ack when its effect is durable, reject a poison message, retry a
-/// transient failure in place (or leave it unacknowledged for redelivery when stopping).
-async fn process<H: Handler>(handler: &H, delivery: Delivery, stop: &CancellationToken) {
-    let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(handler = handler.name(), error = %e, "a message does not decode; dead-lettering it");
-            let _ = bounded(
-                "reject a message",
-                delivery.reject(BasicRejectOptions { requeue: false }),
-            )
-            .await;
-            return;
+/// Handles the deliveries at hand, in one batch: acknowledges them once their effects are
+/// durable, rejects (dead-letters) the ones that do not decode or can never be handled, retries
+/// a transient failure in place, and leaves them unacknowledged for redelivery when stopping.
+///
+/// Batches on a channel are handled one after the other and each ends with every delivery of it
+/// settled (or the consumer stopping), so one acknowledgement with `multiple` settles a batch.
+async fn process<H: Handler>(handler: &H, deliveries: Vec<Delivery>, stop: &CancellationToken) {
+    if stop.is_cancelled() {
+        return;
+    }
+    let mut batch = Vec::with_capacity(deliveries.len());
+    let mut envelopes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match serde_json::from_slice::<Envelope>(&delivery.data) {
+            Ok(envelope) => {
+                batch.push(delivery);
+                envelopes.push(envelope);
+            }
+            Err(e) => {
+                tracing::warn!(handler = handler.name(), error = %e, "a message does not decode; dead-lettering it");
+                reject(&delivery).await;
+            }
         }
-    };
-    let span = tracing::info_span!("message", handler = handler.name(), event_id = %envelope.event_id, request = %envelope.request_id);
-    handle_decoded(handler, delivery, &envelope, stop)
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let span = tracing::info_span!("messages", handler = handler.name(), count = batch.len());
+    handle_decoded(handler, batch, &envelopes, stop)
         .instrument(span)
         .await;
 }
 
+async fn reject(delivery: &Delivery) {
+    let _ = bounded(
+        "reject a message",
+        delivery.reject(BasicRejectOptions { requeue: false }),
+    )
+    .await;
+}
+
 async fn handle_decoded<H: Handler>(
     handler: &H,
-    delivery: Delivery,
-    envelope: &Envelope,
+    batch: Vec<Delivery>,
+    envelopes: &[Envelope],
     stop: &CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
-    loop {
-        match handler.handle(envelope).await {
-            Ok(()) => {
-                if let Err(e) =
-                    bounded("acknowledge", delivery.ack(BasicAckOptions::default())).await
-                {
-                    // The effect is durable and idempotent: the redelivery will find it.
-                    tracing::debug!(error = %e, "could not acknowledge; the message will come again");
-                }
-                return;
-            }
-            Err(HandlerError::Permanent(reason)) => {
-                tracing::warn!(reason = %reason, "a message cannot be handled; dead-lettering it");
-                let _ = bounded(
-                    "reject a message",
-                    delivery.reject(BasicRejectOptions { requeue: false }),
-                )
-                .await;
-                return;
-            }
-            Err(HandlerError::Transient(reason)) => {
+    let refused = loop {
+        match handle_batch(handler, envelopes).await {
+            Ok(refused) => break refused,
+            Err(e) => {
                 if stop.is_cancelled() {
                     return;
                 }
-                tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "handling a message failed; retrying");
+                tracing::warn!(reason = %e, retry_in_ms = backoff.as_millis() as u64, "handling messages failed; retrying");
                 pause(stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    };
+    for (index, reason) in &refused {
+        let envelope = &envelopes[*index];
+        tracing::warn!(event_id = %envelope.event_id, request = %envelope.request_id, reason = %reason, "a message cannot be handled; dead-lettering it");
+        reject(&batch[*index]).await;
+    }
+    // Everything before the last handled delivery is settled now: one ack for them all.
+    let last = (0..batch.len())
+        .rev()
+        .find(|index| !refused.iter().any(|(refused, _)| refused == index));
+    if let Some(last) = last {
+        let all = BasicAckOptions { multiple: true };
+        if let Err(e) = bounded("acknowledge", batch[last].ack(all)).await {
+            // The effects are durable and idempotent: the redelivery will find them.
+            tracing::debug!(error = %e, "could not acknowledge; the messages will come again");
         }
     }
 }

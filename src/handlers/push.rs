@@ -3,10 +3,13 @@
 //! per registered device of theirs. Who that is comes from folding the request's events with the
 //! aggregate's own code, before and after the event.
 
-use approval_aggregates::{ApprovalRequest, RequestId, Status, UserId};
+use std::collections::HashMap;
+
+use approval_aggregates::{ApprovalRequest, Status, UserId, FINAL_TYPES};
 use approval_projections::FeedEvent;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::handlers::{Handler, HandlerError, JobSignal};
 use crate::relay::Envelope;
@@ -23,18 +26,11 @@ pub struct Push {
 
 /// Whether an event can put an item in someone's inbox or end a request.
 pub fn may_notify(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "RequestSubmitted"
-            | "StepCompleted"
-            | "ApproverDelegated"
-            | "RequestApproved"
-            | "RequestRejected"
-            | "RequestReturned"
-            | "RequestWithdrawn"
-            | "RequestCancelled"
-            | "RequestExpired"
-    )
+    FINAL_TYPES.contains(&event_type)
+        || matches!(
+            event_type,
+            "RequestSubmitted" | "StepCompleted" | "ApproverDelegated"
+        )
 }
 
 /// Who the last event of `history` notifies, and what to tell them.
@@ -100,56 +96,78 @@ impl Handler for Push {
         "push"
     }
 
-    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        if !may_notify(&envelope.event_type) {
+    /// Who each message's event notifies, from one read of the batch's histories, then one
+    /// look-up of their devices and one insert of the jobs, on one connection.
+    async fn handle(&self, batch: &[Envelope]) -> Result<(), HandlerError> {
+        let notifying: Vec<&Envelope> =
+            batch.iter().filter(|e| may_notify(&e.event_type)).collect();
+        if notifying.is_empty() {
             return Ok(());
         }
-        let history = events::history(
-            &self.pool,
-            RequestId(envelope.request_id),
-            envelope.sequence,
-        )
-        .await?;
-        let Some(last) = history.last() else {
-            return Err(HandlerError::Permanent(
-                "the event is not in this ledger's store".into(),
-            ));
-        };
-        if last.event_id != envelope.event_id {
-            return Err(HandlerError::Permanent(
-                "the event is not in this ledger's store".into(),
-            ));
+        let mut upto: HashMap<Uuid, i64> = HashMap::new();
+        for envelope in &notifying {
+            let last = upto.entry(envelope.request_id).or_default();
+            *last = (*last).max(envelope.sequence);
         }
-        let notes = notifications(&history);
-        if notes.is_empty() {
-            return Ok(());
-        }
-        let users: Vec<String> = notes.iter().map(|(u, _, _)| u.0.clone()).collect();
-        let mut jobs = vec![];
-        for device in devices::of_users(&self.pool, &users).await? {
-            let Some((_, title, text)) = notes.iter().find(|(u, _, _)| u.0 == device.user_id)
-            else {
-                continue;
+        let mut conn = self.pool.acquire().await?;
+        let histories = events::histories(&mut *conn, &upto).await?;
+        let mut notes = Vec::with_capacity(notifying.len());
+        for envelope in notifying {
+            let history = histories
+                .get(&envelope.request_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let stored = history
+                .iter()
+                .position(|e| e.sequence == envelope.sequence)
+                .filter(|&index| history[index].event_id == envelope.event_id);
+            let Some(index) = stored else {
+                return Err(HandlerError::Permanent(
+                    "the event is not in this ledger's store".into(),
+                ));
             };
-            jobs.push(NewJob {
-                channel: Channel::Push,
-                event_id: last.event_id,
-                request_id: last.request_id.0,
-                sequence: last.sequence,
-                target: device.token.clone(),
-                body: json!({"message": {
-                    "token": device.token,
-                    "notification": {"title": title, "body": text},
-                    "data": {
-                        "request_id": last.request_id.to_string(),
-                        "event_id": last.event_id.to_string(),
-                        "deep_link": format!("approvals://requests/{}", last.request_id),
-                    }
-                }}),
-                committed_at: last.recorded_at,
-            });
+            let told = notifications(&history[..=index]);
+            if !told.is_empty() {
+                notes.push((&history[index], told));
+            }
         }
-        if deliveries::create(&self.pool, &jobs).await? > 0 {
+        let mut users: Vec<String> = notes
+            .iter()
+            .flat_map(|(_, told)| told.iter().map(|(u, _, _)| u.0.clone()))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let devices = devices::of_users(&mut *conn, &users).await?;
+        let mut jobs = vec![];
+        for (event, told) in &notes {
+            for device in &devices {
+                let Some((_, title, text)) = told.iter().find(|(u, _, _)| u.0 == device.user_id)
+                else {
+                    continue;
+                };
+                jobs.push(NewJob {
+                    channel: Channel::Push,
+                    event_id: event.event_id,
+                    request_id: event.request_id.0,
+                    sequence: event.sequence,
+                    target: device.token.clone(),
+                    body: json!({"message": {
+                        "token": device.token,
+                        "notification": {"title": title, "body": text},
+                        "data": {
+                            "request_id": event.request_id.to_string(),
+                            "event_id": event.event_id.to_string(),
+                            "deep_link": format!("approvals://requests/{}", event.request_id),
+                        }
+                    }}),
+                    committed_at: event.recorded_at,
+                });
+            }
+        }
+        if deliveries::create(&mut *conn, &jobs).await? > 0 {
             self.jobs.notify();
         }
         Ok(())

@@ -61,6 +61,9 @@ enum Outcome {
     Dropped(String),
 }
 
+/// How long the scheduler lets new jobs gather after a wake-up before it claims them.
+const CLAIM_LINGER: Duration = Duration::from_millis(5);
+
 impl Scheduler {
     /// Runs until `stop`, finishing the calls in flight.
     ///
@@ -105,14 +108,9 @@ impl Scheduler {
                     continue;
                 }
             };
-            if jobs.is_empty() {
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = this.jobs.notified() => {}
-                    _ = tokio::time::sleep(idle) => {}
-                }
-                continue;
-            }
+            // Fewer than asked for: none other is due now, so wait for new jobs (a wake-up
+            // sent meanwhile is kept) rather than claim again at once for nothing.
+            let drained = jobs.len() < free;
             for job in jobs {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
@@ -125,6 +123,16 @@ impl Scheduler {
                     let _ = outcomes.send((job, outcome)).await;
                     drop(permit);
                 });
+            }
+            if drained {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = this.jobs.notified() => {
+                        // Let the jobs of the other messages in flight join the next claim.
+                        pause(&stop, CLAIM_LINGER).await;
+                    }
+                    _ = tokio::time::sleep(idle) => {}
+                }
             }
         }
         // Let the calls in flight finish and be recorded.

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::handlers::legacy_sync::{callback_type, LegacySync};
 use crate::handlers::push::{may_notify, Push};
-use crate::handlers::{Handler, HandlerError};
+use crate::handlers::{handle_batch, HandlerError};
 use crate::relay::{resolve_sources, Envelope, RELAY};
 use crate::shutdown::pause;
 use crate::store::checkpoints;
@@ -90,7 +90,8 @@ impl Sweeper {
         let jobs = deliveries::channels_of(&self.pool, &ids).await?;
         let mut sources = HashMap::new();
         resolve_sources(&self.pool, due, &mut sources).await?;
-        let mut swept = 0;
+        let mut callbacks = vec![];
+        let mut pushes = vec![];
         for event in due {
             let Some((system, external_ref)) = sources.get(&event.request_id.0) else {
                 continue;
@@ -100,18 +101,22 @@ impl Sweeper {
                 .systems
                 .get(system)
                 .is_some_and(|s| s.progress_callbacks);
-            let envelope = Envelope::of(event, system, external_ref);
-            let missing_callback = callback_type(&event.event, progress).is_some()
-                && !jobs.contains(&(event.event_id, Channel::Callback));
-            let missing_push =
-                may_notify(&event.event_type) && !jobs.contains(&(event.event_id, Channel::Push));
-            if missing_callback {
-                swept += settle(self.legacy.handle(&envelope).await, &envelope)?;
+            if callback_type(&event.event, progress).is_some()
+                && !jobs.contains(&(event.event_id, Channel::Callback))
+            {
+                callbacks.push(Envelope::of(event, system, external_ref));
             }
-            if missing_push {
-                swept += settle(self.push.handle(&envelope).await, &envelope)?;
+            // Most of these simply have nobody with a device to tell; the handler finds out for
+            // the whole batch in two reads.
+            if may_notify(&event.event_type) && !jobs.contains(&(event.event_id, Channel::Push)) {
+                pushes.push(Envelope::of(event, system, external_ref));
             }
         }
+        let mut swept = settle(
+            handle_batch(self.legacy.as_ref(), &callbacks).await?,
+            &callbacks,
+        );
+        swept += settle(handle_batch(self.push.as_ref(), &pushes).await?, &pushes);
         if swept > 0 {
             // Most events handled again simply have nobody to tell; say so only when jobs appeared.
             let created = deliveries::channels_of(&self.pool, &ids)
@@ -131,15 +136,11 @@ impl Sweeper {
     }
 }
 
-/// A transient failure stops the batch (it is swept again); a permanent one is the same
-/// refusal the consumer would have dead-lettered: logged and passed.
-fn settle(result: Result<(), HandlerError>, envelope: &Envelope) -> Result<usize, HandlerError> {
-    match result {
-        Ok(()) => Ok(1),
-        Err(HandlerError::Permanent(reason)) => {
-            tracing::warn!(event_id = %envelope.event_id, reason = %reason, "the sweeper cannot handle an event");
-            Ok(0)
-        }
-        Err(e) => Err(e),
+/// Logs the events the handler refused (the same refusals the consumer would have dead-lettered)
+/// and returns how many it handled.
+fn settle(refused: Vec<(usize, String)>, envelopes: &[Envelope]) -> usize {
+    for (index, reason) in &refused {
+        tracing::warn!(event_id = %envelopes[*index].event_id, reason = %reason, "the sweeper cannot handle an event");
     }
+    envelopes.len() - refused.len()
 }

@@ -104,7 +104,10 @@ pub async fn channels_of(
 }
 
 /// Creates the jobs that do not exist yet; returns how many were new.
-pub async fn create(pool: &PgPool, jobs: &[NewJob]) -> Result<u64, sqlx::Error> {
+pub async fn create(
+    executor: impl sqlx::PgExecutor<'_>,
+    jobs: &[NewJob],
+) -> Result<u64, sqlx::Error> {
     if jobs.is_empty() {
         return Ok(0);
     }
@@ -127,7 +130,7 @@ pub async fn create(pool: &PgPool, jobs: &[NewJob]) -> Result<u64, sqlx::Error> 
     .bind(&target)
     .bind(&body)
     .bind(&committed_at)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(result.rows_affected())
 }

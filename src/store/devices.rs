@@ -44,7 +44,10 @@ pub async fn unregister(pool: &PgPool, user: &str, token: &str) -> Result<bool, 
 }
 
 /// The devices of `users`.
-pub async fn of_users(pool: &PgPool, users: &[String]) -> Result<Vec<Device>, sqlx::Error> {
+pub async fn of_users(
+    executor: impl sqlx::PgExecutor<'_>,
+    users: &[String],
+) -> Result<Vec<Device>, sqlx::Error> {
     if users.is_empty() {
         return Ok(vec![]);
     }
@@ -52,6 +55,6 @@ pub async fn of_users(pool: &PgPool, users: &[String]) -> Result<Vec<Device>, sq
         "SELECT user_id, token, platform FROM devices WHERE user_id = ANY($1) ORDER BY token",
     )
     .bind(users)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }

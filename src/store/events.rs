@@ -9,6 +9,7 @@ use approval_projections::Position;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// The last sequence that `actor`'s command with idempotency key `key` wrote to request `id`,
 /// if it wrote any: the event store itself remembers keys, so an answer lost in a crash between
@@ -41,25 +42,45 @@ pub async fn history(
     id: RequestId,
     upto: i64,
 ) -> Result<Vec<approval_projections::FeedEvent>, crate::store::feed::FeedError> {
+    let mut all = histories(pool, &HashMap::from([(id.0, upto)])).await?;
+    Ok(all.remove(&id.0).unwrap_or_default())
+}
+
+/// For each request in `upto`, its events up to and including the sequence given, decoded as
+/// [`history`] decodes them, in sequence order; one query for them all. A request without events
+/// has no entry.
+pub async fn histories(
+    executor: impl sqlx::PgExecutor<'_>,
+    upto: &HashMap<Uuid, i64>,
+) -> Result<HashMap<Uuid, Vec<approval_projections::FeedEvent>>, crate::store::feed::FeedError> {
+    let (ids, sequences): (Vec<String>, Vec<i64>) = upto
+        .iter()
+        .map(|(id, upto)| (id.to_string(), *upto))
+        .unzip();
     let rows: Vec<crate::store::feed::Row> = sqlx::query_as(&format!(
-        "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence <= $3 \
-         ORDER BY sequence",
+        "SELECT {} FROM UNNEST($2::text[], $3::int8[]) AS wanted(id, upto) \
+         JOIN events ON aggregate_type = $1 AND aggregate_id = wanted.id \
+                    AND sequence <= wanted.upto \
+         ORDER BY aggregate_id, sequence",
         crate::store::feed::ROW_COLUMNS
     ))
     .bind(ApprovalRequest::TYPE)
-    .bind(id.to_string())
-    .bind(upto)
-    .fetch_all(pool)
+    .bind(&ids)
+    .bind(&sequences)
+    .fetch_all(executor)
     .await?;
     let upcasters = approval_aggregates::upcasters::upcasters();
-    rows.into_iter()
-        .map(|row| crate::store::feed::decode(&upcasters, row))
-        .collect()
+    let mut all: HashMap<Uuid, Vec<approval_projections::FeedEvent>> = HashMap::new();
+    for row in rows {
+        let event = crate::store::feed::decode(&upcasters, row)?;
+        all.entry(event.request_id.0).or_default().push(event);
+    }
+    Ok(all)
 }
 
 /// The system and external reference of each request in `ids`, from its submission.
 pub async fn sources(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     ids: &[String],
 ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
     sqlx::query_as(
@@ -70,7 +91,7 @@ pub async fn sources(
     )
     .bind(ApprovalRequest::TYPE)
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }
 
