@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_projections::{Position, Projection};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,10 @@ pub struct RunnerContext {
     pub progress: Progress,
     /// Errors.
     pub metrics: Arc<Metrics>,
+    /// How long to let events gather after a batch that was not full, or after a wake-up, before
+    /// reading again: fewer, larger transactions for a reader nobody waits for. Zero for the
+    /// read models, which commands wait for.
+    pub linger: Duration,
 }
 
 /// Why one batch failed.
@@ -49,8 +53,8 @@ enum StepError {
 
 /// What one step did.
 enum Step {
-    /// Applied events up to here.
-    Applied(Position),
+    /// Applied events up to here; `full` when the batch was as large as allowed (more wait).
+    Applied { to: Position, full: bool },
     /// Nothing to read; `held_back` says whether committed events wait behind a transaction.
     Idle { held_back: bool },
     /// Another instance moved the checkpoints; continue from there.
@@ -71,7 +75,11 @@ async fn step<P: Projection>(
     at: &BTreeMap<String, Position>,
 ) -> Result<Step, StepError> {
     let from = at.values().min().copied().unwrap_or(Position::START);
-    let batch = feed.read_after(from, ctx.feed.batch_size).await?;
+    // One connection for the read and the transaction: one checkout of the pool per batch.
+    let mut conn = ctx.pool.acquire().await?;
+    let batch = feed
+        .read_after_on(&mut conn, from, ctx.feed.batch_size)
+        .await?;
     let Some(last) = batch.events.last().map(|e| e.position) else {
         return Ok(Step::Idle {
             held_back: batch.held_back,
@@ -80,8 +88,7 @@ async fn step<P: Projection>(
     // The read models and their checkpoints are derived data: if a crash loses this commit, all
     // roll back together and the batch is applied again, so the commit need not wait for disk.
     // Sent with the BEGIN, in one round trip.
-    let mut tx = ctx
-        .pool
+    let mut tx = conn
         .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await?;
     let names = names(group);
@@ -102,7 +109,10 @@ async fn step<P: Projection>(
     }
     checkpoints::save_all(&mut tx, &names, last).await?;
     tx.commit().await?;
-    Ok(Step::Applied(last))
+    Ok(Step::Applied {
+        to: last,
+        full: batch.events.len() as i64 >= ctx.feed.batch_size,
+    })
 }
 
 /// Loads (creating when missing) the checkpoints of `group`.
@@ -156,18 +166,23 @@ pub async fn run<P: Projection>(
         // Marked before reading, so a commit during the read wakes the next wait at once.
         wake.borrow_and_update();
         match step(&group, &feed, &ctx, positions).await {
-            Ok(Step::Applied(to)) => {
+            Ok(Step::Applied { to, full }) => {
                 backoff = Duration::from_millis(50);
                 for position in positions.values_mut() {
                     *position = (*position).max(to);
                 }
                 report(positions);
+                if !full && !ctx.linger.is_zero() {
+                    pause(&stop, ctx.linger).await;
+                }
             }
             Ok(Step::Moved(stored)) => {
                 report(&stored);
                 *positions = stored;
             }
-            Ok(Step::Idle { held_back: true }) => pause(&stop, HELD_BACK_RETRY).await,
+            Ok(Step::Idle { held_back: true }) => {
+                pause(&stop, HELD_BACK_RETRY.max(ctx.linger)).await
+            }
             Ok(Step::Idle { held_back: false }) => {
                 tokio::select! {
                     _ = stop.cancelled() => {}

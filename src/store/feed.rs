@@ -16,7 +16,7 @@ use approval_projections::{FeedEvent, Position};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Why a batch could not be read.
@@ -82,6 +82,18 @@ impl Feed {
 
     /// Up to `limit` events after `after`, in feed order.
     pub async fn read_after(&self, after: Position, limit: i64) -> Result<Batch, FeedError> {
+        let mut conn = self.pool.acquire().await?;
+        self.read_after_on(&mut conn, after, limit).await
+    }
+
+    /// [`Feed::read_after`] on `conn`, for a reader that goes on to write through the same
+    /// connection (one checkout of the pool for both).
+    pub async fn read_after_on(
+        &self,
+        conn: &mut PgConnection,
+        after: Position,
+        limit: i64,
+    ) -> Result<Batch, FeedError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT tx_id, global_id, event_id, aggregate_id, sequence, event_type, event_version, \
                     payload, metadata, recorded_at \
@@ -94,7 +106,7 @@ impl Feed {
         .bind(after.tx_id)
         .bind(after.global_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let events = rows
             .into_iter()
@@ -109,7 +121,7 @@ impl Feed {
                 "SELECT EXISTS (SELECT 1 FROM events \
                  WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
             )
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
             held
         };

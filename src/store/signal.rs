@@ -3,7 +3,8 @@
 //! In one process the command path bumps a counter that every reader watches. Across processes a
 //! small task sends `NOTIFY` after local commits (coalesced, and outside the append
 //! transaction: a NOTIFY inside it would serialize every commit on PostgreSQL's notification
-//! lock), and each process `LISTEN`s and bumps its own counter. Readers also poll, so a lost
+//! lock), and each process `LISTEN`s and bumps its own counter for the other processes' NOTIFYs
+//! (its own carry its id and are passed over: its readers were woken when it committed). Readers also poll, so a lost
 //! wake-up only costs latency, never an event.
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ const NOTIFY_GAP: Duration = Duration::from_millis(5);
 pub struct CommitSignal {
     wake: Arc<watch::Sender<u64>>,
     outbound: Arc<watch::Sender<u64>>,
+    /// This process's NOTIFY payload, so that it does not wake itself a second time.
+    origin: Arc<str>,
 }
 
 impl Default for CommitSignal {
@@ -33,6 +36,7 @@ impl Default for CommitSignal {
         Self {
             wake: Arc::new(watch::channel(0).0),
             outbound: Arc::new(watch::channel(0).0),
+            origin: uuid::Uuid::new_v4().simple().to_string().into(),
         }
     }
 }
@@ -62,8 +66,9 @@ impl CommitSignal {
                 _ = stop.cancelled() => return,
                 changed = commits.changed() => if changed.is_err() { return },
             }
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
+                .bind(&*self.origin)
                 .execute(&pool)
                 .await
             {
@@ -100,6 +105,8 @@ impl CommitSignal {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     message = listener.try_recv() => match message {
+                        // This process's own readers were woken when it committed.
+                        Ok(Some(n)) if n.payload() == &*self.origin => {}
                         Ok(Some(_)) => self.wake(),
                         Ok(None) => { self.wake(); } // reconnected by sqlx
                         Err(e) => {
