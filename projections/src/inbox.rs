@@ -14,9 +14,7 @@ use crate::{FeedEvent, Projection, ProjectionError, Schema};
 #[derive(Debug, Clone)]
 pub struct InboxProjection {
     select_states: String,
-    upsert_states: String,
-    delete_items: String,
-    insert_items: String,
+    write: String,
 }
 
 /// The sort key of a request with no due time: after every real one.
@@ -38,18 +36,34 @@ impl InboxProjection {
             select_states: format!(
                 "SELECT request_id, state FROM {states} WHERE request_id = ANY($1)"
             ),
-            upsert_states: format!(
-                "INSERT INTO {states} (request_id, state) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::jsonb[]) \
-                 ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state"
-            ),
-            delete_items: format!("DELETE FROM {inbox} WHERE request_id = ANY($1)"),
-            insert_items: format!(
-                "INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
-                     amount_currency, requester, submitted_at, due_at, due_key, step, status, version) \
-                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], \
-                     $11::timestamptz[], $12::int4[], $13::text[], $14::int8[])"
+            // One statement: the states, the items of every changed request (kept rows updated,
+            // new ones inserted), and the rows of those requests no longer pending for their
+            // person removed. The DELETE sees the table as it was before the statement, and
+            // spares the rows the upsert touched.
+            write: format!(
+                "WITH states AS ( \
+                     INSERT INTO {states} (request_id, state) \
+                     SELECT * FROM UNNEST($15::uuid[], $16::jsonb[]) \
+                     ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state \
+                 ), items AS ( \
+                     INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
+                         amount_currency, requester, submitted_at, due_at, due_key, step, status, \
+                         version) \
+                     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
+                         $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
+                         $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::text[], \
+                         $14::int8[]) \
+                     ON CONFLICT (user_id, request_id) DO UPDATE SET system = EXCLUDED.system, \
+                         kind = EXCLUDED.kind, title = EXCLUDED.title, \
+                         amount_value = EXCLUDED.amount_value, \
+                         amount_currency = EXCLUDED.amount_currency, \
+                         requester = EXCLUDED.requester, submitted_at = EXCLUDED.submitted_at, \
+                         due_at = EXCLUDED.due_at, due_key = EXCLUDED.due_key, \
+                         step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version \
+                     RETURNING user_id, request_id \
+                 ) \
+                 DELETE FROM {inbox} AS old WHERE old.request_id = ANY($15) \
+                     AND (old.user_id, old.request_id) NOT IN (SELECT user_id, request_id FROM items)"
             ),
         }
     }
@@ -125,30 +139,21 @@ impl Projection for InboxProjection {
                     .push(i64::try_from(r.version).unwrap_or(i64::MAX));
             }
         }
-        sqlx::query(&self.delete_items)
-            .bind(&folded.changed)
-            .execute(&mut *conn)
-            .await?;
-        if !items.user_id.is_empty() {
-            sqlx::query(&self.insert_items)
-                .bind(&items.user_id)
-                .bind(&items.request_id)
-                .bind(&items.system)
-                .bind(&items.kind)
-                .bind(&items.title)
-                .bind(&items.amount_value)
-                .bind(&items.amount_currency)
-                .bind(&items.requester)
-                .bind(&items.submitted_at)
-                .bind(&items.due_at)
-                .bind(&items.due_key)
-                .bind(&items.step)
-                .bind(&items.status)
-                .bind(&items.version)
-                .execute(&mut *conn)
-                .await?;
-        }
-        sqlx::query(&self.upsert_states)
+        sqlx::query(&self.write)
+            .bind(&items.user_id)
+            .bind(&items.request_id)
+            .bind(&items.system)
+            .bind(&items.kind)
+            .bind(&items.title)
+            .bind(&items.amount_value)
+            .bind(&items.amount_currency)
+            .bind(&items.requester)
+            .bind(&items.submitted_at)
+            .bind(&items.due_at)
+            .bind(&items.due_key)
+            .bind(&items.step)
+            .bind(&items.status)
+            .bind(&items.version)
             .bind(&folded.changed)
             .bind(&state_json)
             .execute(&mut *conn)

@@ -15,8 +15,7 @@ use crate::{FeedEvent, Projection, ProjectionError, Schema};
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct LookupProjection {
-    insert: String,
-    update: String,
+    write: String,
 }
 
 impl LookupProjection {
@@ -27,17 +26,22 @@ impl LookupProjection {
     pub fn new(schema: &Schema) -> Self {
         let lookup = schema.table("rm_lookup");
         Self {
-            insert: format!(
-                "INSERT INTO {lookup} (system, external_ref, request_id, status, version, updated_at) \
-                 SELECT s, r, id, 'pending', v, at \
-                 FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int8[], $5::timestamptz[]) \
-                     AS t(s, r, id, v, at) \
-                 ON CONFLICT (system, external_ref) DO NOTHING"
-            ),
-            // Rows in feed order; a later row of the same request wins, an older version never does.
-            update: format!(
-                "UPDATE {lookup} AS l SET version = t.v, status = COALESCE(t.st, l.status), updated_at = t.at \
-                 FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[]) AS t(id, v, st, at) \
+            // One statement. The requests submitted in this batch are inserted as they stand
+            // at its end; the rows that existed before it (the UPDATE sees the table as it was
+            // before the statement) take the last event of their request in the batch, and an
+            // older version never overwrites a newer one.
+            write: format!(
+                "WITH new AS ( \
+                     INSERT INTO {lookup} (system, external_ref, request_id, status, version, \
+                         updated_at) \
+                     SELECT * FROM UNNEST($5::text[], $6::text[], $7::uuid[], $8::text[], \
+                         $9::int8[], $10::timestamptz[]) \
+                     ON CONFLICT (system, external_ref) DO NOTHING \
+                 ) \
+                 UPDATE {lookup} AS l SET version = t.v, status = COALESCE(t.st, l.status), \
+                     updated_at = t.at \
+                 FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[]) \
+                     AS t(id, v, st, at) \
                  WHERE l.request_id = t.id AND l.version < t.v"
             ),
         }
@@ -58,12 +62,11 @@ impl Projection for LookupProjection {
         conn: &mut PgConnection,
         events: &[FeedEvent],
     ) -> Result<(), ProjectionError> {
-        let (mut systems, mut refs, mut ids, mut versions, mut ats) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        // One update row per request: its last event in the batch.
+        // One row per request: its last event in the batch, and the final status it reached.
         let mut last: Vec<&FeedEvent> = Vec::new();
         let mut slot_of: HashMap<Uuid, usize> = HashMap::new();
         let mut final_status: HashMap<Uuid, Status> = HashMap::new();
+        let mut submitted: Vec<(&FeedEvent, &str, &str)> = Vec::new();
         for e in events {
             if let ApprovalEvent::RequestSubmitted {
                 system,
@@ -71,11 +74,7 @@ impl Projection for LookupProjection {
                 ..
             } = &e.event
             {
-                systems.push(system.0.clone());
-                refs.push(external_ref.clone());
-                ids.push(e.request_id.0);
-                versions.push(e.sequence);
-                ats.push(e.event.at());
+                submitted.push((e, system.0.as_str(), external_ref.as_str()));
             }
             if let Some(status) = e.event.final_status() {
                 final_status.insert(e.request_id.0, status);
@@ -88,28 +87,33 @@ impl Projection for LookupProjection {
                 }
             }
         }
-        if !ids.is_empty() {
-            sqlx::query(&self.insert)
-                .bind(&systems)
-                .bind(&refs)
-                .bind(&ids)
-                .bind(&versions)
-                .bind(&ats)
-                .execute(&mut *conn)
-                .await?;
-        }
+        let status_of = |id: &Uuid| final_status.get(id).map(|s| s.as_str());
         let ids: Vec<Uuid> = last.iter().map(|e| e.request_id.0).collect();
         let versions: Vec<i64> = last.iter().map(|e| e.sequence).collect();
-        let statuses: Vec<Option<&str>> = last
-            .iter()
-            .map(|e| final_status.get(&e.request_id.0).map(|s| s.as_str()))
-            .collect();
+        let statuses: Vec<Option<&str>> = ids.iter().map(status_of).collect();
         let ats: Vec<DateTime<Utc>> = last.iter().map(|e| e.event.at()).collect();
-        sqlx::query(&self.update)
+        // A request submitted here starts as its last event in the batch leaves it.
+        let mut new = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (e, system, external_ref) in submitted {
+            let latest = slot_of.get(&e.request_id.0).map_or(e, |&slot| last[slot]);
+            new.0.push(system);
+            new.1.push(external_ref);
+            new.2.push(e.request_id.0);
+            new.3.push(status_of(&e.request_id.0).unwrap_or("pending"));
+            new.4.push(latest.sequence);
+            new.5.push(latest.event.at());
+        }
+        sqlx::query(&self.write)
             .bind(&ids)
             .bind(&versions)
             .bind(&statuses)
             .bind(&ats)
+            .bind(&new.0)
+            .bind(&new.1)
+            .bind(&new.2)
+            .bind(&new.3)
+            .bind(&new.4)
+            .bind(&new.5)
             .execute(&mut *conn)
             .await?;
         Ok(())

@@ -14,8 +14,7 @@ use crate::{FeedEvent, Projection, ProjectionError, Schema};
 #[derive(Debug, Clone)]
 pub struct RequestsProjection {
     select_states: String,
-    upsert_states: String,
-    insert_timeline: String,
+    write: String,
 }
 
 impl RequestsProjection {
@@ -28,19 +27,23 @@ impl RequestsProjection {
         let timeline = schema.table("rm_timeline");
         Self {
             select_states: format!("SELECT id, state FROM {requests} WHERE id = ANY($1)"),
-            upsert_states: format!(
-                "INSERT INTO {requests} (id, system, external_ref, requester, status, version, state, \
-                     submitted_at, updated_at, due_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                     $6::int8[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) \
-                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, version = EXCLUDED.version, \
-                     state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at"
-            ),
-            insert_timeline: format!(
-                "INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, comment, \
+            // One statement: the requests' states and their new timeline entries.
+            write: format!(
+                "WITH states AS ( \
+                     INSERT INTO {requests} (id, system, external_ref, requester, status, version, \
+                         state, submitted_at, updated_at, due_at) \
+                     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                         $5::text[], $6::int8[], $7::jsonb[], $8::timestamptz[], \
+                         $9::timestamptz[], $10::timestamptz[]) \
+                     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+                         version = EXCLUDED.version, state = EXCLUDED.state, \
+                         updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at \
+                 ) \
+                 INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, comment, \
                      step, delegate, occurred_at, recorded_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
-                     $6::text[], $7::int4[], $8::text[], $9::timestamptz[], $10::timestamptz[]) \
+                 SELECT * FROM UNNEST($11::uuid[], $12::int8[], $13::uuid[], $14::text[], \
+                     $15::text[], $16::text[], $17::int4[], $18::text[], $19::timestamptz[], \
+                     $20::timestamptz[]) \
                  ON CONFLICT DO NOTHING"
             ),
         }
@@ -123,19 +126,6 @@ impl Projection for RequestsProjection {
             rows.updated_at.push(r.updated_at);
             rows.due_at.push(r.due_at);
         }
-        sqlx::query(&self.upsert_states)
-            .bind(&rows.id)
-            .bind(&rows.system)
-            .bind(&rows.external_ref)
-            .bind(&rows.requester)
-            .bind(&rows.status)
-            .bind(&rows.version)
-            .bind(&rows.state)
-            .bind(&rows.submitted_at)
-            .bind(&rows.updated_at)
-            .bind(&rows.due_at)
-            .execute(&mut *conn)
-            .await?;
 
         let mut t = TimelineRows::default();
         for &index in &folded.applied {
@@ -152,7 +142,17 @@ impl Projection for RequestsProjection {
             t.occurred_at.push(entry.occurred_at);
             t.recorded_at.push(entry.recorded_at);
         }
-        sqlx::query(&self.insert_timeline)
+        sqlx::query(&self.write)
+            .bind(&rows.id)
+            .bind(&rows.system)
+            .bind(&rows.external_ref)
+            .bind(&rows.requester)
+            .bind(&rows.status)
+            .bind(&rows.version)
+            .bind(&rows.state)
+            .bind(&rows.submitted_at)
+            .bind(&rows.updated_at)
+            .bind(&rows.due_at)
             .bind(&t.request_id)
             .bind(&t.sequence)
             .bind(&t.event_id)
