@@ -61,8 +61,10 @@ enum Outcome {
     Dropped(String),
 }
 
-/// How long the scheduler lets new jobs gather after a wake-up before it claims them.
-const CLAIM_LINGER: Duration = Duration::from_millis(5);
+/// How long the scheduler lets new jobs gather after a wake-up before it claims them. A claim
+/// costs about a millisecond of PostgreSQL whatever it finds; measured at 300 commands/s, 20 ms
+/// made claims 2.4 times rarer than 5 ms, for about 5 ms more from commit to push at the median.
+const CLAIM_LINGER: Duration = Duration::from_millis(20);
 
 impl Scheduler {
     /// Runs until `stop`, finishing the calls in flight.
