@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_aggregates::FINAL_TYPES;
 use futures_util::StreamExt;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -22,16 +23,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerSettings;
 
-/// The event types the legacy-sync queue receives: status changes and step progress.
-pub const LEGACY_SYNC_EVENTS: [&str; 7] = [
-    "StepCompleted",
-    "RequestApproved",
-    "RequestRejected",
-    "RequestReturned",
-    "RequestWithdrawn",
-    "RequestCancelled",
-    "RequestExpired",
-];
+/// The event types the legacy-sync queue receives: step progress and the status changes (the
+/// aggregate's [`FINAL_TYPES`]).
+pub const LEGACY_SYNC_EVENTS: [&str; 7] = {
+    let mut all = ["StepCompleted"; 7];
+    let mut i = 0;
+    while i < FINAL_TYPES.len() {
+        all[i + 1] = FINAL_TYPES[i];
+        i += 1;
+    }
+    all
+};
 
 /// The longest any single call to RabbitMQ may take (open or close a channel, consume, ack):
 /// lapin can wait for ever on a connection that died under it, and a consumer waiting there
@@ -371,7 +373,23 @@ async fn connect(
 
 #[cfg(test)]
 mod tests {
-    use super::Topology;
+    use super::{Topology, LEGACY_SYNC_EVENTS};
+
+    #[test]
+    fn legacy_sync_takes_step_progress_and_every_status_change() {
+        assert_eq!(
+            LEGACY_SYNC_EVENTS,
+            [
+                "StepCompleted",
+                "RequestApproved",
+                "RequestRejected",
+                "RequestReturned",
+                "RequestWithdrawn",
+                "RequestCancelled",
+                "RequestExpired",
+            ]
+        );
+    }
 
     #[test]
     fn every_name_derives_from_the_exchange() {

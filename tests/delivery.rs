@@ -45,6 +45,47 @@ async fn app_with(legacy: &FakeEndpoint, fcm: &FakeEndpoint, extra: &[(&str, &st
     TestApp::spawn_with(Roles::ALL, &settings).await
 }
 
+/// A service with the API alone (no worker: the events wait in the store) and a request `reference`
+/// that alice approved; returns the service and the envelope of its `RequestApproved`.
+async fn approved_without_worker(
+    legacy: &FakeEndpoint,
+    fcm: &FakeEndpoint,
+    reference: &str,
+) -> (TestApp, Envelope) {
+    let app = app_with(
+        legacy,
+        fcm,
+        &[("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50")],
+    )
+    .await
+    .restart(Roles {
+        api: true,
+        worker: false,
+    })
+    .await;
+    let id = app
+        .submit(&single_step(reference, &["alice"]))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.approve("alice", &id).await;
+    let history = approval_ledger::store::events::history(
+        &app.pool,
+        RequestId(Uuid::parse_str(&id).unwrap()),
+        i64::MAX,
+    )
+    .await
+    .unwrap();
+    let approved = history.last().unwrap();
+    assert_eq!(approved.event_type, "RequestApproved");
+    let envelope = Envelope::of(approved, "erp", reference);
+    (app, envelope)
+}
+
 async fn register_device(app: &TestApp, user: &str, token: &str) {
     let response = app
         .post_as(
@@ -311,42 +352,10 @@ async fn a_later_event_never_overtakes_an_earlier_one_still_retrying_and_other_r
 async fn a_consumer_that_dies_after_its_effect_before_the_ack_does_not_duplicate_the_effect() {
     let legacy = FakeEndpoint::ok().await;
     let fcm = FakeEndpoint::ok().await;
-    // No worker at first: the events wait in the store.
-    let app = app_with(
-        &legacy,
-        &fcm,
-        &[("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50")],
-    )
-    .await;
-    let mut app = app
-        .restart(Roles {
-            api: true,
-            worker: false,
-        })
-        .await;
-    let id = app
-        .submit(&single_step("L-3", &["alice"]))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.approve("alice", &id).await;
-
-    // A consumer of our own takes the approval's message from the legacy-sync queue, makes its
-    // effect durable (the callback job), and dies before acknowledging it.
-    let history = approval_ledger::store::events::history(
-        &app.pool,
-        RequestId(Uuid::parse_str(&id).unwrap()),
-        i64::MAX,
-    )
-    .await
-    .unwrap();
-    let approved = history.last().unwrap();
-    assert_eq!(approved.event_type, "RequestApproved");
-    let envelope = Envelope::of(approved, "erp", "L-3");
+    // No worker at first: the events wait in the store. A consumer of our own takes the
+    // approval's message from the legacy-sync queue, makes its effect durable (the callback
+    // job), and dies before acknowledging it.
+    let (mut app, envelope) = approved_without_worker(&legacy, &fcm, "L-3").await;
     let topology = Topology::new(&app.broker.exchange);
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
@@ -577,37 +586,7 @@ async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_
     let legacy = FakeEndpoint::ok().await;
     let fcm = FakeEndpoint::ok().await;
     // The API alone: no consumer of the service's own makes jobs behind the test's back.
-    let app = app_with(
-        &legacy,
-        &fcm,
-        &[("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50")],
-    )
-    .await
-    .restart(Roles {
-        api: true,
-        worker: false,
-    })
-    .await;
-    let id = app
-        .submit(&single_step("L-9", &["alice"]))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.approve("alice", &id).await;
-    let history = approval_ledger::store::events::history(
-        &app.pool,
-        RequestId(Uuid::parse_str(&id).unwrap()),
-        i64::MAX,
-    )
-    .await
-    .unwrap();
-    let approved = history.last().unwrap();
-    assert_eq!(approved.event_type, "RequestApproved");
-    let good = Envelope::of(approved, "erp", "L-9");
+    let (app, good) = approved_without_worker(&legacy, &fcm, "L-9").await;
     // The same request and sequence, but an event this ledger never stored.
     let foreign = Envelope {
         event_id: Uuid::new_v4(),

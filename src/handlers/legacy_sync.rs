@@ -5,20 +5,18 @@
 //! N of a request, every callback-worthy event up to N gets its job (idempotently), so even a
 //! message that arrives before an earlier one cannot let a later callback overtake.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use approval_aggregates::{ApprovalEvent, Status, FINAL_TYPES};
 use approval_projections::FeedEvent;
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::config::SystemSettings;
-use crate::handlers::{Handler, HandlerError, JobSignal};
+use crate::handlers::{Handler, HandlerError, Histories, JobSignal};
 use crate::relay::Envelope;
 use crate::store::deliveries::{self, Channel, NewJob};
-use crate::store::events;
 
 /// The handler.
 pub struct LegacySync {
@@ -118,30 +116,14 @@ impl Handler for LegacySync {
         if worthy.is_empty() {
             return Ok(());
         }
-        let mut upto: HashMap<Uuid, i64> = HashMap::new();
-        for (envelope, _) in &worthy {
-            let last = upto.entry(envelope.request_id).or_default();
-            *last = (*last).max(envelope.sequence);
-        }
         let mut conn = self.pool.acquire().await?;
-        let histories = events::histories(&mut *conn, &upto).await?;
+        let envelopes: Vec<&Envelope> = worthy.iter().map(|(e, _)| *e).collect();
+        let histories = Histories::read(&mut conn, &envelopes).await?;
         let mut jobs: Vec<NewJob> = vec![];
         for (envelope, progress) in &worthy {
-            let history = histories
-                .get(&envelope.request_id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let stored = history
-                .iter()
-                .position(|e| e.sequence == envelope.sequence)
-                .filter(|&index| history[index].event_id == envelope.event_id);
-            let Some(index) = stored else {
-                return Err(HandlerError::Permanent(
-                    "the event is not in this ledger's store".into(),
-                ));
-            };
+            let (history, index) = histories.of(envelope)?;
             // The latest message of a request makes the jobs of all its events up to there.
-            if Some(&envelope.sequence) != upto.get(&envelope.request_id) {
+            if index + 1 != history.len() {
                 continue;
             }
             jobs.extend(

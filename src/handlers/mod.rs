@@ -15,21 +15,26 @@
 //! messages of its batch. A database failure is retried in place, so the messages keep their
 //! place.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_projections::FeedEvent;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{FieldTable, ShortString};
+use sqlx::PgConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::broker::{bounded, Broker, BrokerCallError};
 use crate::relay::Envelope;
 use crate::shutdown::pause;
+use crate::store::events;
 
 pub mod legacy_sync;
 pub mod push;
@@ -100,6 +105,44 @@ pub async fn handle_batch<H: Handler>(
             Ok(refused)
         }
         Err(transient) => Err(transient),
+    }
+}
+
+/// The stored histories of the requests of a batch of messages, each up to the latest event of
+/// its request among them: one read for the whole batch.
+pub(crate) struct Histories(HashMap<Uuid, Vec<FeedEvent>>);
+
+impl Histories {
+    /// Reads them through `conn`.
+    pub(crate) async fn read(
+        conn: &mut PgConnection,
+        envelopes: &[&Envelope],
+    ) -> Result<Self, HandlerError> {
+        let mut upto: HashMap<Uuid, i64> = HashMap::new();
+        for envelope in envelopes {
+            let last = upto.entry(envelope.request_id).or_default();
+            *last = (*last).max(envelope.sequence);
+        }
+        Ok(Self(events::histories(conn, &upto).await?))
+    }
+
+    /// The history of `envelope`'s request and the index of its event in it; its event is the
+    /// last one when no later message of the same request was read with it. A permanent error
+    /// when this ledger never stored that event.
+    pub(crate) fn of(&self, envelope: &Envelope) -> Result<(&[FeedEvent], usize), HandlerError> {
+        let history = self
+            .0
+            .get(&envelope.request_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        history
+            .iter()
+            .position(|e| e.sequence == envelope.sequence)
+            .filter(|&index| history[index].event_id == envelope.event_id)
+            .map(|index| (history, index))
+            .ok_or_else(|| {
+                HandlerError::Permanent("the event is not in this ledger's store".into())
+            })
     }
 }
 

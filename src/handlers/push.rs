@@ -3,18 +3,15 @@
 //! per registered device of theirs. Who that is comes from folding the request's events with the
 //! aggregate's own code, before and after the event.
 
-use std::collections::HashMap;
-
 use approval_aggregates::{ApprovalRequest, Status, UserId, FINAL_TYPES};
 use approval_projections::FeedEvent;
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::handlers::{Handler, HandlerError, JobSignal};
+use crate::handlers::{Handler, HandlerError, Histories, JobSignal};
 use crate::relay::Envelope;
 use crate::store::deliveries::{self, Channel, NewJob};
-use crate::store::{devices, events};
+use crate::store::devices;
 
 /// The handler.
 pub struct Push {
@@ -104,28 +101,11 @@ impl Handler for Push {
         if notifying.is_empty() {
             return Ok(());
         }
-        let mut upto: HashMap<Uuid, i64> = HashMap::new();
-        for envelope in &notifying {
-            let last = upto.entry(envelope.request_id).or_default();
-            *last = (*last).max(envelope.sequence);
-        }
         let mut conn = self.pool.acquire().await?;
-        let histories = events::histories(&mut *conn, &upto).await?;
+        let histories = Histories::read(&mut conn, &notifying).await?;
         let mut notes = Vec::with_capacity(notifying.len());
         for envelope in notifying {
-            let history = histories
-                .get(&envelope.request_id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let stored = history
-                .iter()
-                .position(|e| e.sequence == envelope.sequence)
-                .filter(|&index| history[index].event_id == envelope.event_id);
-            let Some(index) = stored else {
-                return Err(HandlerError::Permanent(
-                    "the event is not in this ledger's store".into(),
-                ));
-            };
+            let (history, index) = histories.of(envelope)?;
             let told = notifications(&history[..=index]);
             if !told.is_empty() {
                 notes.push((&history[index], told));
