@@ -9,16 +9,23 @@ use std::time::Duration;
 
 use common::{eventually, single_step, TestApp};
 use reqwest::StatusCode;
+use sqlx::{Connection, PgConnection};
 
 /// Ends every connection to the test's database but the caller's, as a server restart would.
 async fn drop_connections(app: &TestApp) {
+    // From a connection of its own, so that no pooled connection survives (one opened before a
+    // change of the database's settings would keep the old ones).
+    let mut own = PgConnection::connect(app.settings.database.url.expose())
+        .await
+        .unwrap();
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
-    .execute(&app.pool)
+    .execute(&mut own)
     .await
     .unwrap();
+    own.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +130,19 @@ async fn set_read_only(app: &TestApp, on: bool) {
     } else {
         "RESET default_transaction_read_only"
     };
-    sqlx::query(&format!("ALTER DATABASE \"{db}\" {setting}"))
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    {
+        // Any connection opened since the database went read-only is read-only itself: make
+        // this one's next transaction writable first, as an operator's session would.
+        let mut conn = app.pool.acquire().await.unwrap();
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("ALTER DATABASE \"{db}\" {setting}"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
     drop_connections(app).await;
 }
 
