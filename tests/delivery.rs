@@ -599,7 +599,7 @@ async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_
         systems: Arc::new(app.settings.systems.clone()),
         jobs: JobSignal::default(),
     };
-    let refused = handle_batch(&legacy_sync, &batch).await.unwrap();
+    let refused = handle_batch(&legacy_sync, &batch).await.unwrap().refused;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, 0, "the foreign message is the one refused");
     let (callbacks,): (i64,) = sqlx::query_as(
@@ -616,7 +616,7 @@ async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_
         pool: app.pool.clone(),
         jobs: JobSignal::default(),
     };
-    let refused = handle_batch(&push, &batch).await.unwrap();
+    let refused = handle_batch(&push, &batch).await.unwrap().refused;
     assert_eq!(
         refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         [0],

@@ -100,7 +100,7 @@ impl Handler for LegacySync {
 
     /// For every request of the batch, the jobs of every callback-worthy event up to its latest
     /// one in the batch: one read of the histories and one insert for the whole batch.
-    async fn handle(&self, batch: &[Envelope]) -> Result<(), HandlerError> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<u64, HandlerError> {
         let mut worthy = Vec::with_capacity(batch.len());
         for envelope in batch {
             let Some(system) = self.systems.get(&envelope.system) else {
@@ -114,7 +114,7 @@ impl Handler for LegacySync {
             }
         }
         if worthy.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut conn = self.pool.acquire().await?;
         let envelopes: Vec<&Envelope> = worthy.iter().map(|(e, _)| *e).collect();
@@ -150,9 +150,10 @@ impl Handler for LegacySync {
                     }),
             );
         }
-        if deliveries::create(&mut *conn, &jobs).await? > 0 {
+        let created = deliveries::create(&mut *conn, &jobs).await?;
+        if created > 0 {
             self.jobs.notify();
         }
-        Ok(())
+        Ok(created)
     }
 }

@@ -74,35 +74,50 @@ pub trait Handler: Send + Sync + 'static {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
 
-    /// Makes the effect of every message of `batch` durable (idempotently). A permanent error
-    /// says that some message of the batch can never be handled; [`handle_batch`] then handles
-    /// each alone to find which.
+    /// Makes the effect of every message of `batch` durable (idempotently) and returns how many
+    /// jobs it made that did not exist yet. A permanent error says that some message of the
+    /// batch can never be handled; [`handle_batch`] then handles each alone to find which.
     fn handle<'a>(
         &'a self,
         batch: &'a [Envelope],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+    ) -> impl Future<Output = Result<u64, HandlerError>> + Send + 'a;
+}
+
+/// What [`handle_batch`] did.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// Jobs made that did not exist yet.
+    pub created: u64,
+    /// The messages that can never be handled, by index, with the reason.
+    pub refused: Vec<(usize, String)>,
 }
 
 /// Handles `batch` at once or, when that fails for good, each message alone, so that only the
-/// messages that can never be handled are refused. Returns those, by index, with the reason; a
-/// transient failure (of the batch, or of a message alone) is returned as it is.
+/// messages that can never be handled are refused. A transient failure (of the batch, or of a
+/// message alone) is returned as it is.
 pub async fn handle_batch<H: Handler>(
     handler: &H,
     batch: &[Envelope],
-) -> Result<Vec<(usize, String)>, HandlerError> {
+) -> Result<Handled, HandlerError> {
     match handler.handle(batch).await {
-        Ok(()) => Ok(vec![]),
-        Err(HandlerError::Permanent(reason)) if batch.len() == 1 => Ok(vec![(0, reason)]),
+        Ok(created) => Ok(Handled {
+            created,
+            refused: vec![],
+        }),
+        Err(HandlerError::Permanent(reason)) if batch.len() == 1 => Ok(Handled {
+            created: 0,
+            refused: vec![(0, reason)],
+        }),
         Err(HandlerError::Permanent(_)) => {
-            let mut refused = vec![];
+            let mut handled = Handled::default();
             for (index, envelope) in batch.iter().enumerate() {
                 match handler.handle(std::slice::from_ref(envelope)).await {
-                    Ok(()) => {}
-                    Err(HandlerError::Permanent(reason)) => refused.push((index, reason)),
+                    Ok(created) => handled.created += created,
+                    Err(HandlerError::Permanent(reason)) => handled.refused.push((index, reason)),
                     Err(transient) => return Err(transient),
                 }
             }
-            Ok(refused)
+            Ok(handled)
         }
         Err(transient) => Err(transient),
     }
@@ -290,7 +305,7 @@ async fn handle_decoded<H: Handler>(
     let mut backoff = Duration::from_millis(50);
     let refused = loop {
         match handle_batch(handler, envelopes).await {
-            Ok(refused) => break refused,
+            Ok(handled) => break handled.refused,
             Err(e) => {
                 if stop.is_cancelled() {
                     return;

@@ -95,11 +95,11 @@ impl Handler for Push {
 
     /// Who each message's event notifies, from one read of the batch's histories, then one
     /// look-up of their devices and one insert of the jobs, on one connection.
-    async fn handle(&self, batch: &[Envelope]) -> Result<(), HandlerError> {
+    async fn handle(&self, batch: &[Envelope]) -> Result<u64, HandlerError> {
         let notifying: Vec<&Envelope> =
             batch.iter().filter(|e| may_notify(&e.event_type)).collect();
         if notifying.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut conn = self.pool.acquire().await?;
         let histories = Histories::read(&mut conn, &notifying).await?;
@@ -118,7 +118,7 @@ impl Handler for Push {
         users.sort_unstable();
         users.dedup();
         if users.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let devices = devices::of_users(&mut *conn, &users).await?;
         let mut jobs = vec![];
@@ -147,10 +147,11 @@ impl Handler for Push {
                 });
             }
         }
-        if deliveries::create(&mut *conn, &jobs).await? > 0 {
+        let created = deliveries::create(&mut *conn, &jobs).await?;
+        if created > 0 {
             self.jobs.notify();
         }
-        Ok(())
+        Ok(created)
     }
 }
 

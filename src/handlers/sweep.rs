@@ -112,35 +112,29 @@ impl Sweeper {
                 pushes.push(Envelope::of(event, system, external_ref));
             }
         }
-        let mut swept = settle(
-            handle_batch(self.legacy.as_ref(), &callbacks).await?,
-            &callbacks,
-        );
-        swept += settle(handle_batch(self.push.as_ref(), &pushes).await?, &pushes);
-        if swept > 0 {
-            // Most events handled again simply have nobody to tell; say so only when jobs appeared.
-            let created = deliveries::channels_of(&self.pool, &ids)
-                .await?
-                .len()
-                .saturating_sub(jobs.len());
-            if created > 0 {
-                tracing::warn!(
-                    created,
-                    "the sweeper made jobs for events the work queues missed"
-                );
+        let mut created = 0;
+        for (handled, envelopes) in [
+            (
+                handle_batch(self.legacy.as_ref(), &callbacks).await?,
+                &callbacks,
+            ),
+            (handle_batch(self.push.as_ref(), &pushes).await?, &pushes),
+        ] {
+            // The same refusals the consumer would have dead-lettered: logged and passed.
+            for (index, reason) in &handled.refused {
+                tracing::warn!(event_id = %envelopes[*index].event_id, reason = %reason, "the sweeper cannot handle an event");
             }
+            created += handled.created;
+        }
+        // Most events handled again simply have nobody to tell; say so only when jobs appeared.
+        if created > 0 {
+            tracing::warn!(
+                created,
+                "the sweeper made jobs for events the work queues missed"
+            );
         }
         let mut conn = self.pool.acquire().await?;
         checkpoints::advance(&mut conn, SWEEPER, last.position).await?;
         Ok(due.len())
     }
-}
-
-/// Logs the events the handler refused (the same refusals the consumer would have dead-lettered)
-/// and returns how many it handled.
-fn settle(refused: Vec<(usize, String)>, envelopes: &[Envelope]) -> usize {
-    for (index, reason) in &refused {
-        tracing::warn!(event_id = %envelopes[*index].event_id, reason = %reason, "the sweeper cannot handle an event");
-    }
-    envelopes.len() - refused.len()
 }
