@@ -127,7 +127,12 @@ impl Ledger {
     /// Waits (bounded) until every read model has applied the event at `position`.
     pub async fn wait_visible(&self, position: Position) {
         let timeout = Duration::from_millis(self.settings.read_your_writes_ms);
-        if !self.progress.wait_for(position, timeout).await {
+        let started = std::time::Instant::now();
+        let seen = self.progress.wait_for(position, timeout).await;
+        self.metrics
+            .read_your_writes_wait
+            .observe(started.elapsed().as_secs_f64());
+        if !seen {
             self.metrics.read_your_writes_timeouts.inc();
             tracing::debug!(?position, "answering before the read models show the write");
         }

@@ -81,6 +81,12 @@ pub struct Metrics {
     pub command_retries: Counter,
     /// Commands answered before the read models showed them.
     pub read_your_writes_timeouts: Counter,
+    /// How long a command waited, after its commit, for the read models to show it.
+    pub read_your_writes_wait: Histogram,
+    /// How long a projection batch took, from its feed read to its commit.
+    pub reader_batch_duration: HistogramFamily<ReaderLabels>,
+    /// Feed reads that found committed events held back behind a running transaction.
+    pub reader_held_back: Family<ReaderLabels, Counter>,
     /// Events a feed reader has yet to read.
     pub reader_lag_events: Family<ReaderLabels, Gauge>,
     /// Age of the oldest event a feed reader has yet to read.
@@ -128,6 +134,25 @@ impl Default for Metrics {
             "read_your_writes_timeouts",
             "Commands answered before every read model showed them",
             read_your_writes_timeouts.clone(),
+        );
+        let read_your_writes_wait = latency_histogram();
+        registry.register(
+            "read_your_writes_wait_seconds",
+            "How long a command waited, after its commit, for every read model to show it",
+            read_your_writes_wait.clone(),
+        );
+        let reader_batch_duration: HistogramFamily<ReaderLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "feed_reader_batch_seconds",
+            "How long a projection batch took, from its feed read to its commit",
+            reader_batch_duration.clone(),
+        );
+        let reader_held_back = Family::<ReaderLabels, Counter>::default();
+        registry.register(
+            "feed_reader_held_back",
+            "Feed reads that found committed events waiting behind a transaction still running",
+            reader_held_back.clone(),
         );
         let reader_lag_events = Family::<ReaderLabels, Gauge>::default();
         registry.register(
@@ -189,6 +214,9 @@ impl Default for Metrics {
             commands,
             command_retries,
             read_your_writes_timeouts,
+            read_your_writes_wait,
+            reader_batch_duration,
+            reader_held_back,
             reader_lag_events,
             reader_lag_seconds,
             reader_errors,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use approval_projections::{Position, Projection};
 use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
@@ -18,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::shutdown::pause;
 use crate::store::checkpoints;
-use crate::store::feed::Feed;
+use crate::store::feed::{Feed, StatesQuery};
 
 /// How soon to look again when committed events wait behind a running transaction.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
@@ -53,13 +55,21 @@ enum StepError {
 
 /// What one step did.
 enum Step {
-    /// Applied events up to here; `full` when the batch was as large as allowed (more wait).
-    Applied { to: Position, full: bool },
+    /// Applied events up to here; `full` when the batch was as large as allowed (more wait);
+    /// `written`: when this batch last wrote each checkpoint.
+    Applied {
+        to: Position,
+        full: bool,
+        written: Written,
+    },
     /// Nothing to read; `held_back` says whether committed events wait behind a transaction.
     Idle { held_back: bool },
     /// Another instance moved the checkpoints; continue from there.
     Moved(BTreeMap<String, Position>),
 }
+
+/// When this runner last wrote each checkpoint of its group (`updated_at`).
+type Written = BTreeMap<String, DateTime<Utc>>;
 
 /// The names of a group's projections.
 fn names<P: Projection>(group: &[P]) -> Vec<&'static str> {
@@ -71,14 +81,17 @@ fn names<P: Projection>(group: &[P]) -> Vec<&'static str> {
 async fn step<P: Projection>(
     group: &[P],
     feed: &Feed,
+    states: &StatesQuery,
     ctx: &RunnerContext,
     at: &BTreeMap<String, Position>,
+    written: Option<&Written>,
 ) -> Result<Step, StepError> {
     let from = at.values().min().copied().unwrap_or(Position::START);
     // One connection for the read and the transaction: one checkout of the pool per batch.
     let mut conn = ctx.pool.acquire().await?;
-    let batch = feed
-        .read_after_on(&mut conn, from, ctx.feed.batch_size)
+    // The batch, and the stored states of its requests for the projections that keep them.
+    let (batch, loaded) = feed
+        .read_with_states_on(&mut conn, states, from, ctx.feed.batch_size)
         .await?;
     let Some(last) = batch.events.last().map(|e| e.position) else {
         return Ok(Step::Idle {
@@ -91,27 +104,49 @@ async fn step<P: Projection>(
     let mut tx = conn
         .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await?;
-    let names = names(group);
-    let stored = checkpoints::lock_all(&mut tx, &names).await?;
+    // The checkpoints are locked and moved first, in one round trip; if another instance moved
+    // them, the batch is rolled back.
+    let found = checkpoints::move_all(&mut tx, at, last).await?;
+    let stored: BTreeMap<String, Position> = found
+        .iter()
+        .map(|(name, f)| (name.clone(), f.position))
+        .collect();
     if stored != *at {
         tx.rollback().await?;
         return Ok(Step::Moved(stored));
     }
+    // The states were read before the lock: they are those of `at` when nobody but this runner
+    // has written the checkpoints since its last batch. A rebuild's swap can leave a checkpoint
+    // where it was over new tables; then each projection reads its states again, under the lock.
+    let ours = written.is_some_and(|w| found.iter().all(|(n, f)| w.get(n) == Some(&f.written)));
+    let mut loaded = loaded.filter(|_| ours).map(Vec::into_iter);
     for projection in group {
         let mine = at
             .get(projection.name())
             .copied()
             .unwrap_or(Position::START);
         let start = batch.events.partition_point(|e| e.position <= mine);
+        // The loaded maps follow the group's order of the projections that keep states.
+        let states = match (&mut loaded, projection.state_table()) {
+            (Some(maps), Some(_)) => maps.next(),
+            _ => None,
+        };
         if start < batch.events.len() {
-            projection.apply(&mut tx, &batch.events[start..]).await?;
+            let events = &batch.events[start..];
+            match states {
+                Some(states) => projection.apply_loaded(&mut tx, events, states).await?,
+                None => projection.apply(&mut tx, events).await?,
+            }
         }
     }
-    checkpoints::save_all(&mut tx, &names, last).await?;
     tx.commit().await?;
     Ok(Step::Applied {
         to: last,
         full: batch.events.len() as i64 >= ctx.feed.batch_size,
+        written: found
+            .into_iter()
+            .map(|(name, f)| (name, f.rewritten))
+            .collect(),
     })
 }
 
@@ -139,10 +174,14 @@ pub async fn run<P: Projection>(
     stop: CancellationToken,
 ) {
     let label = names(&group).join("+");
+    let reader = Metrics::reader(&label);
     let feed = Feed::new(ctx.pool.clone());
+    let tables: Vec<(&str, &str)> = group.iter().filter_map(Projection::state_table).collect();
+    let states = StatesQuery::new(&tables);
     let idle = Duration::from_millis(ctx.feed.poll_interval_ms);
     let mut backoff = Duration::from_millis(50);
     let mut at: Option<BTreeMap<String, Position>> = None;
+    let mut written: Option<Written> = None;
     let report = |positions: &BTreeMap<String, Position>| {
         for (name, position) in positions {
             ctx.progress.advance(name, *position);
@@ -165,8 +204,19 @@ pub async fn run<P: Projection>(
         };
         // Marked before reading, so a commit during the read wakes the next wait at once.
         wake.borrow_and_update();
-        match step(&group, &feed, &ctx, positions).await {
-            Ok(Step::Applied { to, full }) => {
+        let started = std::time::Instant::now();
+        let result = step(&group, &feed, &states, &ctx, positions, written.as_ref()).await;
+        match result {
+            Ok(Step::Applied {
+                to,
+                full,
+                written: w,
+            }) => {
+                written = Some(w);
+                ctx.metrics
+                    .reader_batch_duration
+                    .get_or_create(&reader)
+                    .observe(started.elapsed().as_secs_f64());
                 backoff = Duration::from_millis(50);
                 for position in positions.values_mut() {
                     *position = (*position).max(to);
@@ -177,10 +227,12 @@ pub async fn run<P: Projection>(
                 }
             }
             Ok(Step::Moved(stored)) => {
+                written = None;
                 report(&stored);
                 *positions = stored;
             }
             Ok(Step::Idle { held_back: true }) => {
+                ctx.metrics.reader_held_back.get_or_create(&reader).inc();
                 pause(&stop, HELD_BACK_RETRY.max(ctx.linger)).await
             }
             Ok(Step::Idle { held_back: false }) => {
@@ -200,6 +252,7 @@ pub async fn run<P: Projection>(
                 tracing::warn!(projections = %label, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
                 // Re-read the checkpoints: the failed transaction may or may not have committed.
                 at = None;
+                written = None;
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -10,8 +10,9 @@ mod common;
 use std::time::Duration;
 
 use approval_aggregates::{ApprovalEvent, RequestId, Rule, StepSpec, SystemId, UserId};
-use approval_ledger::store::{db, feed::Feed};
-use approval_projections::Position;
+use approval_ledger::store::db;
+use approval_ledger::store::feed::{Batch, Feed, StatesQuery};
+use approval_projections::{LoadedStates, Position};
 use common::{eventually, settings_for, single_step, TestApp, TestDb};
 use sqlx::PgConnection;
 
@@ -167,4 +168,90 @@ async fn projections_deliver_an_event_whose_transaction_committed_late() {
         both.is_some(),
         "the late commit and the later one are both projected"
     );
+}
+
+/// Reads from the start of the feed with `states` until the batch holds `n` events.
+async fn read_until(
+    feed: &Feed,
+    conn: &mut PgConnection,
+    states: &StatesQuery,
+    n: usize,
+) -> (Batch, Option<Vec<LoadedStates>>) {
+    for _ in 0..400 {
+        let read = feed
+            .read_with_states_on(conn, states, Position::START, 100)
+            .await
+            .unwrap();
+        if read.0.events.len() == n {
+            return read;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the feed did not deliver {n} events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_read_with_states_carries_each_requests_stored_state_once() {
+    let db_guard = TestDb::new();
+    let settings = settings_for(&db_guard, &[]);
+    let pool = db::prepare(&settings.database).await.unwrap();
+    let feed = Feed::new(pool.clone());
+    let states = StatesQuery::new(&[
+        ("public.rm_requests", "id"),
+        ("public.rm_inbox_state", "request_id"),
+    ]);
+    let mut conn = pool.acquire().await.unwrap();
+    let a = append(&mut conn, "A", "ann").await;
+    let b = append(&mut conn, "B", "ben").await;
+    // A has a stored state in the requests model only; B has none yet.
+    sqlx::query(
+        "INSERT INTO rm_requests (id, system, external_ref, requester, status, version, state, \
+             submitted_at, updated_at) \
+         VALUES ($1::uuid, 'erp', 'A', 'dina', 'pending', 1, '{\"marker\": 1}', now(), now())",
+    )
+    .bind(&a)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+
+    // Snapshots are cluster-wide: other tests' transactions may hold the feed back a moment.
+    let (batch, loaded) = read_until(&feed, &mut conn, &states, 2).await;
+    let order: Vec<String> = batch
+        .events
+        .iter()
+        .map(|e| e.request_id.to_string())
+        .collect();
+    assert_eq!(order, [a.clone(), b.clone()]);
+    let loaded = loaded.expect("canonical ids: the states are read with the batch");
+    assert_eq!(loaded.len(), 2, "one map per table");
+    let id_a = batch.events[0].request_id.0;
+    assert_eq!(
+        loaded[0].get(&id_a),
+        Some(&serde_json::json!({"marker": 1}))
+    );
+    assert_eq!(loaded[0].len(), 1, "B has no state");
+    assert!(loaded[1].is_empty(), "nothing in the inbox model yet");
+
+    // An id the tables are not keyed by as written is left to the projections to read.
+    let (_, payload) = submitted("C", "cid");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('ApprovalRequest', upper($1), 1, 'RequestSubmitted', '1.0', $2, '{}')",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(payload)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let (batch, loaded) = read_until(&feed, &mut conn, &states, 3).await;
+    assert!(loaded.is_none());
+
+    // Past the last event: an empty batch.
+    let (empty, _) = feed
+        .read_with_states_on(&mut conn, &states, batch.events[2].position, 100)
+        .await
+        .unwrap();
+    assert!(empty.events.is_empty());
+    drop(conn);
+    pool.close().await;
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_ledger::startup::Roles;
 use common::{eventually, purchase_order, single_step, TestApp};
 use sqlx::PgPool;
 
@@ -235,4 +236,49 @@ async fn the_audit_reader_and_unknown_projections_are_never_rebuilt() {
         unknown.stderr.contains("no projection is named"),
         "{unknown:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_folding_the_same_read_models_agree_with_a_rebuild() {
+    // Both instances run the read models over one database: their batches race for the
+    // checkpoints, and the loser of each race must fold nothing from the states it read before.
+    let app = Arc::new(TestApp::spawn().await);
+    let other = app
+        .another_instance(Roles {
+            api: false,
+            worker: true,
+        })
+        .await;
+    let mut tasks = vec![];
+    for n in 0..6 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            for m in 0..4 {
+                let po = app.submit_ok(&purchase_order(&format!("R-{n}-{m}"))).await;
+                for approver in ["alice", "bob", "carol", "erin", "frank"] {
+                    assert_eq!(app.approve(approver, &po).await.status(), 200);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    settled(&app).await;
+    let live = digest(&app.pool).await;
+    other.shutdown().await.unwrap();
+    let run = app.cli(&["projections", "rebuild"]).await;
+    assert!(run.ok(), "{run:?}");
+    assert_eq!(
+        digest(&app.pool).await,
+        live,
+        "the read models two instances folded are those a fresh fold gives"
+    );
+    assert_eq!(app.inbox("erin").await["total"], 0);
+    let (approved,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rm_requests WHERE status = 'approved'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(approved, 24);
 }

@@ -10,7 +10,7 @@ use approval_aggregates::{ApprovalRequest, Request};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{FeedEvent, ProjectionError};
+use crate::{FeedEvent, LoadedStates, ProjectionError};
 
 /// The states a batch touched, after folding it.
 #[derive(Debug, Default)]
@@ -23,20 +23,28 @@ pub struct Folded {
     pub applied: Vec<usize>,
 }
 
-/// Loads the states of the batch's requests with `select_sql` (which takes a `uuid[]` and returns
-/// `(uuid, jsonb)` rows), then folds the batch into them.
+/// Folds the batch into the stored states of its requests: `loaded` when the caller read them
+/// with the batch, else read here with `select_sql` (which takes a `uuid[]` and returns
+/// `(uuid, jsonb)` rows).
 pub async fn fold_batch(
     conn: &mut PgConnection,
     select_sql: &str,
     events: &[FeedEvent],
+    loaded: Option<LoadedStates>,
 ) -> Result<Folded, ProjectionError> {
-    let mut ids: Vec<Uuid> = events.iter().map(|e| e.request_id.0).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(select_sql)
-        .bind(&ids)
-        .fetch_all(conn)
-        .await?;
+    let rows = match loaded {
+        Some(states) => states,
+        None => {
+            let mut ids: Vec<Uuid> = events.iter().map(|e| e.request_id.0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(select_sql)
+                .bind(&ids)
+                .fetch_all(conn)
+                .await?;
+            rows.into_iter().collect()
+        }
+    };
     let mut folded = Folded::default();
     let mut touched = HashSet::new();
     for (id, state) in rows {

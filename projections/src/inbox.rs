@@ -8,12 +8,13 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::fold::fold_batch;
-use crate::{FeedEvent, Projection, ProjectionError, Schema};
+use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct InboxProjection {
     select_states: String,
+    state_table: String,
     write: String,
 }
 
@@ -33,6 +34,7 @@ impl InboxProjection {
         let inbox = schema.table("rm_inbox");
         let states = schema.table("rm_inbox_state");
         Self {
+            state_table: states.clone(),
             select_states: format!(
                 "SELECT request_id, state FROM {states} WHERE request_id = ANY($1)"
             ),
@@ -101,7 +103,32 @@ impl Projection for InboxProjection {
         conn: &mut PgConnection,
         events: &[FeedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut folded = fold_batch(conn, &self.select_states, events).await?;
+        self.fold_and_write(conn, events, None).await
+    }
+
+    fn state_table(&self) -> Option<(&str, &'static str)> {
+        Some((&self.state_table, "request_id"))
+    }
+
+    async fn apply_loaded(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+        states: LoadedStates,
+    ) -> Result<(), ProjectionError> {
+        self.fold_and_write(conn, events, Some(states)).await
+    }
+}
+
+impl InboxProjection {
+    /// Folds `events` into the stored states (`loaded`, or read here) and writes the result.
+    async fn fold_and_write(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+        loaded: Option<LoadedStates>,
+    ) -> Result<(), ProjectionError> {
+        let mut folded = fold_batch(conn, &self.select_states, events, loaded).await?;
         if folded.changed.is_empty() {
             return Ok(());
         }

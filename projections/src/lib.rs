@@ -111,7 +111,31 @@ pub trait Projection: Send + Sync + 'static {
 
     /// The tables it owns, unqualified, in the order they can be created.
     fn tables(&self) -> &'static [&'static str];
+
+    /// Where it keeps one folded state per request, if it does: the table (schema-qualified) and
+    /// its request-id column, each row's state in a `jsonb` column named `state`. A runner can
+    /// then read the states a batch needs in the same statement as the batch and hand them to
+    /// [`Projection::apply_loaded`].
+    fn state_table(&self) -> Option<(&str, &'static str)> {
+        None
+    }
+
+    /// [`Projection::apply`] with the stored states of the batch's requests already read, as of
+    /// this projection's checkpoint, which the caller holds locked. A request missing from
+    /// `states` has none yet. The default ignores them.
+    fn apply_loaded<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [FeedEvent],
+        states: LoadedStates,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        drop(states);
+        self.apply(conn, events)
+    }
 }
+
+/// The stored states of a batch's requests, by request id, as read with the batch.
+pub type LoadedStates = HashMap<Uuid, serde_json::Value>;
 
 /// The PostgreSQL schema a projection's tables live in: `public` for the live read models, another
 /// one while a rebuild fills a copy aside.
@@ -195,6 +219,27 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.apply(conn, events).await,
             Self::Inbox(p) => p.apply(conn, events).await,
             Self::Lookup(p) => p.apply(conn, events).await,
+        }
+    }
+
+    fn state_table(&self) -> Option<(&str, &'static str)> {
+        match self {
+            Self::Requests(p) => p.state_table(),
+            Self::Inbox(p) => p.state_table(),
+            Self::Lookup(p) => p.state_table(),
+        }
+    }
+
+    async fn apply_loaded(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+        states: LoadedStates,
+    ) -> Result<(), ProjectionError> {
+        match self {
+            Self::Requests(p) => p.apply_loaded(conn, events, states).await,
+            Self::Inbox(p) => p.apply_loaded(conn, events, states).await,
+            Self::Lookup(p) => p.apply_loaded(conn, events, states).await,
         }
     }
 }

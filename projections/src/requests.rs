@@ -8,12 +8,13 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::fold::fold_batch;
-use crate::{FeedEvent, Projection, ProjectionError, Schema};
+use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct RequestsProjection {
     select_states: String,
+    state_table: String,
     write: String,
 }
 
@@ -26,6 +27,7 @@ impl RequestsProjection {
         let requests = schema.table("rm_requests");
         let timeline = schema.table("rm_timeline");
         Self {
+            state_table: requests.clone(),
             select_states: format!("SELECT id, state FROM {requests} WHERE id = ANY($1)"),
             // One statement: the requests' states and their new timeline entries.
             write: format!(
@@ -105,7 +107,32 @@ impl Projection for RequestsProjection {
         conn: &mut PgConnection,
         events: &[FeedEvent],
     ) -> Result<(), ProjectionError> {
-        let folded = fold_batch(conn, &self.select_states, events).await?;
+        self.fold_and_write(conn, events, None).await
+    }
+
+    fn state_table(&self) -> Option<(&str, &'static str)> {
+        Some((&self.state_table, "id"))
+    }
+
+    async fn apply_loaded(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+        states: LoadedStates,
+    ) -> Result<(), ProjectionError> {
+        self.fold_and_write(conn, events, Some(states)).await
+    }
+}
+
+impl RequestsProjection {
+    /// Folds `events` into the stored states (`loaded`, or read here) and writes the result.
+    async fn fold_and_write(
+        &self,
+        conn: &mut PgConnection,
+        events: &[FeedEvent],
+        loaded: Option<LoadedStates>,
+    ) -> Result<(), ProjectionError> {
+        let folded = fold_batch(conn, &self.select_states, events, loaded).await?;
         if folded.changed.is_empty() {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use approval_projections::Position;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 /// The checkpoint of `name`, created at the start of the feed when missing.
@@ -86,40 +87,67 @@ pub async fn advance(conn: &mut PgConnection, name: &str, to: Position) -> Resul
     Ok(())
 }
 
-/// Locks the checkpoints of `names` (in name order, so two lockers never deadlock) until the end
-/// of the transaction `conn` is in, and returns them.
-pub async fn lock_all(
+/// A checkpoint as [`move_all`] found it, and when it was last written before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Where it stood.
+    pub position: Position,
+    /// When it had last been written (`updated_at`).
+    pub written: DateTime<Utc>,
+    /// When it was last written once the statement ran: the statement's own write, or as before
+    /// when it was not moved.
+    pub rewritten: DateTime<Utc>,
+}
+
+/// Locks the checkpoints named in `expected` (in name order, so two lockers never deadlock) until
+/// the end of the transaction `conn` is in and, those that still stand where `expected` says,
+/// moves forward to `to` (never back). One round trip at the start of a batch's transaction: the
+/// move commits or rolls back with the batch. Returns the checkpoints as they stood: when their
+/// positions differ from `expected`, another instance moved them and the caller rolls back.
+pub async fn move_all(
     conn: &mut PgConnection,
-    names: &[&str],
-) -> Result<BTreeMap<String, Position>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT name, tx_id, global_id FROM feed_checkpoints WHERE name = ANY($1) \
-         ORDER BY name FOR UPDATE",
+    expected: &BTreeMap<String, Position>,
+    to: Position,
+) -> Result<BTreeMap<String, Found>, sqlx::Error> {
+    let names: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let tx_ids: Vec<i64> = expected.values().map(|p| p.tx_id).collect();
+    let global_ids: Vec<i64> = expected.values().map(|p| p.global_id).collect();
+    type FoundRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>);
+    let rows: Vec<FoundRow> = sqlx::query_as(
+        "WITH locked AS ( \
+             SELECT name, tx_id, global_id, updated_at FROM feed_checkpoints \
+             WHERE name = ANY($1) ORDER BY name FOR UPDATE \
+         ), moved AS ( \
+             UPDATE feed_checkpoints c SET tx_id = $4, global_id = $5, updated_at = now() \
+             FROM locked l, UNNEST($1::text[], $2::int8[], $3::int8[]) AS e(name, tx_id, global_id) \
+             WHERE c.name = l.name AND l.name = e.name \
+               AND (l.tx_id, l.global_id) = (e.tx_id, e.global_id) \
+               AND (l.tx_id, l.global_id) < ($4, $5) \
+             RETURNING c.name, c.updated_at \
+         ) \
+         SELECT l.name, l.tx_id, l.global_id, l.updated_at, \
+                COALESCE(m.updated_at, l.updated_at) \
+         FROM locked l LEFT JOIN moved m ON m.name = l.name ORDER BY l.name",
     )
-    .bind(names)
+    .bind(&names)
+    .bind(&tx_ids)
+    .bind(&global_ids)
+    .bind(to.tx_id)
+    .bind(to.global_id)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(name, tx_id, global_id)| (name, Position { tx_id, global_id }))
+        .map(|(name, tx_id, global_id, written, rewritten)| {
+            let position = Position { tx_id, global_id };
+            (
+                name,
+                Found {
+                    position,
+                    written,
+                    rewritten,
+                },
+            )
+        })
         .collect())
-}
-
-/// Moves the checkpoints of `names` forward to `to` (never back), inside the caller's
-/// transaction.
-pub async fn save_all(
-    conn: &mut PgConnection,
-    names: &[&str],
-    to: Position,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE feed_checkpoints SET tx_id = $2, global_id = $3, updated_at = now() \
-         WHERE name = ANY($1) AND (tx_id, global_id) < ($2, $3)",
-    )
-    .bind(names)
-    .bind(to.tx_id)
-    .bind(to.global_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

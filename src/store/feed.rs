@@ -12,11 +12,11 @@ use std::collections::HashMap;
 
 use approval_aggregates::upcasters::upcasters;
 use approval_aggregates::{ApprovalEvent, RequestId};
-use approval_projections::{FeedEvent, Position};
+use approval_projections::{FeedEvent, LoadedStates, Position};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 /// Why a batch could not be read.
@@ -114,18 +114,48 @@ impl Feed {
             .collect::<Result<Vec<_>, _>>()?;
         // A reader that got events reads again at once; only an empty batch needs to know
         // whether to look again soon or to sleep (one round trip saved per busy batch).
-        let held_back = if !events.is_empty() {
-            false
-        } else {
-            let (held,): (bool,) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM events \
-                 WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
-            )
-            .fetch_one(&mut *conn)
-            .await?;
-            held
-        };
+        let held_back = events.is_empty() && held_back(conn).await?;
         Ok(Batch { events, held_back })
+    }
+
+    /// [`Feed::read_after_on`] that also reads, in the same statement, the stored state of each
+    /// request in the batch from each table of `states` (built by [`StatesQuery::new`]): one
+    /// map per table, in its order. The maps are `None` when an event's aggregate id is not in
+    /// the canonical form the tables are keyed by (the caller then reads the states itself).
+    pub async fn read_with_states_on(
+        &self,
+        conn: &mut PgConnection,
+        states: &StatesQuery,
+        after: Position,
+        limit: i64,
+    ) -> Result<(Batch, Option<Vec<LoadedStates>>), FeedError> {
+        if states.tables == 0 {
+            return Ok((self.read_after_on(conn, after, limit).await?, None));
+        }
+        let rows = sqlx::query(&states.sql)
+            .bind(after.tx_id)
+            .bind(after.global_id)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut loaded = vec![LoadedStates::new(); states.tables];
+        let mut canonical = true;
+        let mut events = Vec::with_capacity(rows.len());
+        for pg_row in rows {
+            let row = Row::from_row(&pg_row)?;
+            let aggregate_id = row.aggregate_id.clone();
+            let event = decode(&self.upcasters, row)?;
+            canonical &= event.request_id.0.hyphenated().to_string() == aggregate_id;
+            for (i, map) in loaded.iter_mut().enumerate() {
+                let state: Option<Value> = pg_row.try_get(format!("state_{i}").as_str())?;
+                if let Some(state) = state {
+                    map.insert(event.request_id.0, state);
+                }
+            }
+            events.push(event);
+        }
+        let held_back = events.is_empty() && held_back(conn).await?;
+        Ok((Batch { events, held_back }, canonical.then_some(loaded)))
     }
 
     /// Every committed event of request `id`, in sequence order, decoded and upcast exactly as
@@ -133,6 +163,64 @@ impl Feed {
     pub async fn events_of(&self, id: RequestId) -> Result<Vec<FeedEvent>, FeedError> {
         crate::store::events::history(&self.pool, id, i64::MAX).await
     }
+}
+
+/// The feed read of [`Feed::read_with_states_on`] for a group of projections that keep
+/// per-request states: the batch, and beside the first event of each request in it, the
+/// request's stored state in each table.
+pub struct StatesQuery {
+    sql: String,
+    tables: usize,
+}
+
+impl StatesQuery {
+    /// The read for `tables`, each `(table, request id column)` with a `jsonb` column `state`.
+    /// Table and column names come from the projections, never from input.
+    pub fn new(tables: &[(&str, &str)]) -> Self {
+        let states: String = tables
+            .iter()
+            .enumerate()
+            .map(|(i, (table, id))| {
+                format!(
+                    ", CASE WHEN b.first THEN (SELECT s.state FROM {table} s \
+                     WHERE s.{id} = b.aggregate_id::uuid) END AS state_{i}"
+                )
+            })
+            .collect();
+        // The cast is only tried on ids in the canonical form: anything else is left to the
+        // decoder, which names the event it cannot read.
+        let sql = format!(
+            "WITH batch AS ( \
+                 SELECT {ROW_COLUMNS} FROM events \
+                 WHERE (tx_id, global_id) > ($1, $2) \
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY tx_id, global_id \
+                 LIMIT $3 \
+             ), b AS ( \
+                 SELECT *, aggregate_id ~ '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' \
+                     AND row_number() OVER (PARTITION BY aggregate_id ORDER BY tx_id, global_id) = 1 \
+                     AS first \
+                 FROM batch \
+             ) \
+             SELECT {ROW_COLUMNS}{states} FROM b ORDER BY tx_id, global_id"
+        );
+        Self {
+            sql,
+            tables: tables.len(),
+        }
+    }
+}
+
+/// Whether committed events wait behind a transaction still running: a reader that found
+/// nothing should then look again soon rather than sleep.
+async fn held_back(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let (held,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM events \
+         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(held)
 }
 
 /// The columns of an event row that [`decode`] reads.
