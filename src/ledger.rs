@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use approval_aggregates::{ApprovalCommand, ApprovalRequest, DomainError, Request, RequestId};
 use approval_projections::Position;
@@ -127,7 +127,7 @@ impl Ledger {
     /// Waits (bounded) until every read model has applied the event at `position`.
     pub async fn wait_visible(&self, position: Position) {
         let timeout = Duration::from_millis(self.settings.read_your_writes_ms);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let seen = self.progress.wait_for(position, timeout).await;
         self.metrics
             .read_your_writes_wait
@@ -171,11 +171,13 @@ impl Ledger {
         let mut lost_race = false;
         let mut attempt = 0;
         loop {
+            let started = Instant::now();
             let mut context = self
                 .store
                 .load_aggregate(&aggregate_id)
                 .await
                 .map_err(storage_error)?;
+            self.metrics.command_step("load", started);
             let sink = EventSink::default();
             if let Err(refusal) = context
                 .aggregate()
@@ -195,9 +197,11 @@ impl Ledger {
                     position: None,
                 });
             }
+            let started = Instant::now();
             let appended =
                 store::events::append(&self.pool, id, context.current_sequence, events, &metadata)
                     .await;
+            self.metrics.command_step("append", started);
             match appended {
                 Ok(position) => {
                     self.signal.committed();

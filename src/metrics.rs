@@ -61,6 +61,13 @@ pub struct ReaderLabels {
     pub reader: String,
 }
 
+/// Labels of a step of the command path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// `load` or `append`.
+    pub step: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -83,6 +90,8 @@ pub struct Metrics {
     pub read_your_writes_timeouts: Counter,
     /// How long a command waited, after its commit, for the read models to show it.
     pub read_your_writes_wait: Histogram,
+    /// How long a command's load of its request and its append took, by step.
+    pub command_store_duration: HistogramFamily<StepLabels>,
     /// How long a projection batch took, from its feed read to its commit.
     pub reader_batch_duration: HistogramFamily<ReaderLabels>,
     /// Feed reads that found committed events held back behind a running transaction.
@@ -140,6 +149,14 @@ impl Default for Metrics {
             "read_your_writes_wait_seconds",
             "How long a command waited, after its commit, for every read model to show it",
             read_your_writes_wait.clone(),
+        );
+        let command_store_duration: HistogramFamily<StepLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "command_store_seconds",
+            "How long a command's load of its request (step=load) and its append, commit included \
+             (step=append), took",
+            command_store_duration.clone(),
         );
         let reader_batch_duration: HistogramFamily<ReaderLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -215,6 +232,7 @@ impl Default for Metrics {
             command_retries,
             read_your_writes_timeouts,
             read_your_writes_wait,
+            command_store_duration,
             reader_batch_duration,
             reader_held_back,
             reader_lag_events,
@@ -247,6 +265,13 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records how long step `step` of the command path took since `started`.
+    pub fn command_step(&self, step: &'static str, started: std::time::Instant) {
+        self.command_store_duration
+            .get_or_create(&StepLabels { step })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Counts a delivery attempt's outcome.
