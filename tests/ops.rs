@@ -39,6 +39,20 @@ async fn health_readiness_and_metrics_answer() {
     assert!(metrics.contains(r#"approval_ledger_http_requests_total{method="POST",route="/v1/requests/{id}/approve",status="200"} 1"#), "{metrics}");
     assert!(metrics.contains("approval_ledger_http_request_duration_seconds_bucket"));
     assert!(metrics.contains(r#"approval_ledger_commands_total{command="approve",outcome="ok"} 1"#));
+    // Where a decision's time goes: the submission and the approval each loaded, appended and
+    // waited for the read models once.
+    for step in ["load", "append"] {
+        assert!(
+            metrics.contains(&format!(
+                "approval_ledger_command_store_seconds_count{{step=\"{step}\"}} 2"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("approval_ledger_read_your_writes_wait_seconds_count 2"));
+    assert!(metrics.contains(
+        r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox+lookup"}"#
+    ));
     for reader in ["requests", "inbox", "lookup"] {
         assert!(
             metrics.contains(&format!(
