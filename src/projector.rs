@@ -36,9 +36,9 @@ pub struct RunnerContext {
     pub progress: Progress,
     /// Errors.
     pub metrics: Arc<Metrics>,
-    /// How long to let events gather after a batch that was not full, or after a wake-up, before
-    /// reading again: fewer, larger transactions for a reader nobody waits for. Zero for the
-    /// read models, which commands wait for.
+    /// How long to let events gather after a batch that was not full before reading again:
+    /// fewer, larger transactions. Short for the read models, which commands wait for; longer
+    /// for a reader nobody waits for.
     pub linger: Duration,
 }
 
@@ -132,11 +132,9 @@ async fn step<P: Projection>(
             _ => None,
         };
         if start < batch.events.len() {
-            let events = &batch.events[start..];
-            match states {
-                Some(states) => projection.apply_loaded(&mut tx, events, states).await?,
-                None => projection.apply(&mut tx, events).await?,
-            }
+            projection
+                .apply(&mut tx, &batch.events[start..], states)
+                .await?;
         }
     }
     tx.commit().await?;

@@ -166,7 +166,7 @@ async fn build_and_swap<P: Projection>(
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        builder.apply(&mut tx, &batch.events).await?;
+        builder.apply(&mut tx, &batch.events, None).await?;
         tx.commit().await?;
         at = last;
         events += batch.events.len() as u64;
@@ -240,7 +240,7 @@ async fn swap<P: Projection>(
     loop {
         let batch = feed.read_after(at, batch_size).await?;
         if let Some(last) = batch.events.last().map(|e| e.position) {
-            builder.apply(&mut tx, &batch.events).await?;
+            builder.apply(&mut tx, &batch.events, None).await?;
             at = last;
             caught_up += batch.events.len() as u64;
         }

@@ -32,7 +32,6 @@ use crate::projector::{self, RunnerContext};
 use crate::store::db;
 use crate::store::signal::CommitSignal;
 
-/// The names of the projections, in the order they run.
 /// How long the read models let events gather between batches that are not full. Commands wait
 /// for them, so it is short; measured with `scripts/bench.sh` it cut their transactions by about
 /// half at 300 commands/s and lowered the decision latency's tail (docs/benchmarks.md).
@@ -43,6 +42,7 @@ const READ_MODEL_LINGER: Duration = Duration::from_millis(2);
 /// commit.
 const AUDIT_LINGER: Duration = Duration::from_millis(200);
 
+/// The names of the projections, in the order they run.
 pub const PROJECTIONS: [&str; 3] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,

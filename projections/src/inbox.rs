@@ -98,31 +98,11 @@ impl Projection for InboxProjection {
         &["rm_inbox", "rm_inbox_state"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        events: &[FeedEvent],
-    ) -> Result<(), ProjectionError> {
-        self.fold_and_write(conn, events, None).await
-    }
-
     fn state_table(&self) -> Option<(&str, &'static str)> {
         Some((&self.state_table, "request_id"))
     }
 
-    async fn apply_loaded(
-        &self,
-        conn: &mut PgConnection,
-        events: &[FeedEvent],
-        states: LoadedStates,
-    ) -> Result<(), ProjectionError> {
-        self.fold_and_write(conn, events, Some(states)).await
-    }
-}
-
-impl InboxProjection {
-    /// Folds `events` into the stored states (`loaded`, or read here) and writes the result.
-    async fn fold_and_write(
+    async fn apply(
         &self,
         conn: &mut PgConnection,
         events: &[FeedEvent],

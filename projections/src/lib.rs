@@ -103,10 +103,16 @@ pub trait Projection: Send + Sync + 'static {
     /// transaction that will also move the checkpoint. Applying an event twice must change
     /// nothing (each projection skips what a request's version shows it has seen), so a
     /// rebuild can replay over a live copy.
+    ///
+    /// `states`: for a projection with a [`Projection::state_table`], the stored states of the
+    /// batch's requests when the caller read them with the batch, as of this projection's
+    /// checkpoint, which it holds locked (a request missing from them has none yet); `None`, and
+    /// the projection reads its own. Projections without states ignore it.
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [FeedEvent],
+        states: Option<LoadedStates>,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
 
     /// The tables it owns, unqualified, in the order they can be created.
@@ -115,22 +121,9 @@ pub trait Projection: Send + Sync + 'static {
     /// Where it keeps one folded state per request, if it does: the table (schema-qualified) and
     /// its request-id column, each row's state in a `jsonb` column named `state`. A runner can
     /// then read the states a batch needs in the same statement as the batch and hand them to
-    /// [`Projection::apply_loaded`].
+    /// [`Projection::apply`].
     fn state_table(&self) -> Option<(&str, &'static str)> {
         None
-    }
-
-    /// [`Projection::apply`] with the stored states of the batch's requests already read, as of
-    /// this projection's checkpoint, which the caller holds locked. A request missing from
-    /// `states` has none yet. The default ignores them.
-    fn apply_loaded<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        events: &'a [FeedEvent],
-        states: LoadedStates,
-    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
-        drop(states);
-        self.apply(conn, events)
     }
 }
 
@@ -214,11 +207,12 @@ impl Projection for ReadModel {
         &self,
         conn: &mut PgConnection,
         events: &[FeedEvent],
+        states: Option<LoadedStates>,
     ) -> Result<(), ProjectionError> {
         match self {
-            Self::Requests(p) => p.apply(conn, events).await,
-            Self::Inbox(p) => p.apply(conn, events).await,
-            Self::Lookup(p) => p.apply(conn, events).await,
+            Self::Requests(p) => p.apply(conn, events, states).await,
+            Self::Inbox(p) => p.apply(conn, events, states).await,
+            Self::Lookup(p) => p.apply(conn, events, states).await,
         }
     }
 
@@ -227,19 +221,6 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
             Self::Lookup(p) => p.state_table(),
-        }
-    }
-
-    async fn apply_loaded(
-        &self,
-        conn: &mut PgConnection,
-        events: &[FeedEvent],
-        states: LoadedStates,
-    ) -> Result<(), ProjectionError> {
-        match self {
-            Self::Requests(p) => p.apply_loaded(conn, events, states).await,
-            Self::Inbox(p) => p.apply_loaded(conn, events, states).await,
-            Self::Lookup(p) => p.apply_loaded(conn, events, states).await,
         }
     }
 }

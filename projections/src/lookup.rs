@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{FeedEvent, Projection, ProjectionError, Schema};
+use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
@@ -61,6 +61,7 @@ impl Projection for LookupProjection {
         &self,
         conn: &mut PgConnection,
         events: &[FeedEvent],
+        _states: Option<LoadedStates>,
     ) -> Result<(), ProjectionError> {
         // One row per request: its last event in the batch, and the final status it reached.
         let mut last: Vec<&FeedEvent> = Vec::new();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use approval_projections::{FeedEvent, Projection, ProjectionError};
+use approval_projections::{FeedEvent, LoadedStates, Projection, ProjectionError};
 use sqlx::PgConnection;
 
 use crate::audit::chain;
@@ -47,6 +47,7 @@ impl Projection for AuditReader {
         &self,
         conn: &mut PgConnection,
         events: &[FeedEvent],
+        _states: Option<LoadedStates>,
     ) -> Result<(), ProjectionError> {
         if events.is_empty() {
             return Ok(());

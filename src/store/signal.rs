@@ -4,8 +4,8 @@
 //! small task sends `NOTIFY` after local commits (coalesced, and outside the append
 //! transaction: a NOTIFY inside it would serialize every commit on PostgreSQL's notification
 //! lock), and each process `LISTEN`s and bumps its own counter for the other processes' NOTIFYs
-//! (its own carry its id and are passed over: its readers were woken when it committed). Readers also poll, so a lost
-//! wake-up only costs latency, never an event.
+//! (its own carry its id and are passed over: its readers were woken when it committed).
+//! Readers also poll, so a lost wake-up only costs latency, never an event.
 
 use std::sync::Arc;
 use std::time::Duration;
