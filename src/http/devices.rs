@@ -69,6 +69,7 @@ pub async fn register(
     params(("token" = String, Path)),
     responses(
         (status = 204, description = "Removed"),
+        (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "Not a device of the caller's", body = ErrorBody),
     ),

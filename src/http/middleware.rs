@@ -1,7 +1,7 @@
 //! What wraps every request: a request id (the caller's `X-Request-Id` when sane, else a new
 //! one) in a tracing span, echoed in the answer and recorded in event metadata; per-route
-//! metrics; and answers the framework makes itself (unknown route, wrong method, body too
-//! large) reshaped into the API's error format.
+//! metrics; answers the framework makes itself (unknown route, wrong method, body too large)
+//! reshaped into the API's error format; and a URL holding `%00` refused before any handler.
 
 use std::time::Instant;
 
@@ -90,6 +90,23 @@ pub async fn context(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(res)
+}
+
+/// Refuses a URL holding `%00` with a 400: a path segment or query parameter that decodes to a
+/// NUL character can match no stored text, and PostgreSQL refuses it as a parameter.
+pub async fn refuse_nul(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let nul = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|url| url.as_str().contains("%00"));
+    if nul {
+        let refused = ApiError::bad_request("the URL may not contain the NUL character (%00)");
+        return Ok(req.error_response(refused).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Reshapes an error answer that is not already ours into `{"error": {"code", "message"}}`.

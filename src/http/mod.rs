@@ -79,6 +79,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
             .service(
                 web::scope("")
+                    .wrap(from_fn(middleware::refuse_nul))
                     .wrap(ErrorHandlers::new().default_handler(middleware::normalize_error))
                     .wrap(from_fn(middleware::context))
                     .service(systems::submit)
@@ -105,14 +106,39 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
 }
 
 /// Parses a JSON body; an empty body reads as `{}`. Malformed JSON, invalid UTF-8, wrong types
-/// and unknown fields are a 400 that says where.
+/// and unknown fields are a 400 that says where, and so is a NUL character (`\u0000`) in any
+/// string or key: no text column or `jsonb` value can hold one.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    let parsed =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    if escapes_nul(body) {
+        return Err(ApiError::bad_request(
+            "body: text may not contain the NUL character (\\u0000)",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Whether valid JSON text holds the escape `\u0000`. In valid JSON a backslash only starts an
+/// escape inside a string, so stepping over each escape's first two characters finds every one.
+fn escapes_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(offset) = json[i..].iter().position(|b| *b == b'\\') {
+        let at = i + offset;
+        if json[at + 1..].starts_with(b"u0000") {
+            return true;
+        }
+        i = at + 2;
+        if i >= json.len() {
+            return false;
+        }
+    }
+    false
 }
 
 /// The id of the HTTP request being served.
@@ -120,4 +146,28 @@ pub fn http_request_id(req: &HttpRequest) -> Option<String> {
     req.extensions()
         .get::<middleware::HttpRequestId>()
         .map(|r| r.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_escape_is_found_in_keys_and_values_and_an_escaped_backslash_is_not_one() {
+        assert!(escapes_nul(br#"{"a\u0000": 1}"#));
+        assert!(escapes_nul(br#"["x", "\n\u0000"]"#));
+        assert!(escapes_nul(br#"["\\\u0000"]"#));
+        assert!(!escapes_nul(br#"["\\u0000"]"#));
+        assert!(!escapes_nul(br#"["\u0001", "\\", "u0000"]"#));
+        assert!(!escapes_nul(br#"{}"#));
+    }
+
+    #[test]
+    fn a_body_with_a_nul_is_a_400_that_says_so() {
+        let refused = parse_json::<serde_json::Value>(br#"{"title": "a\u0000"}"#).unwrap_err();
+        assert_eq!(refused.code, errors::Code::BadRequest);
+        assert!(refused.message.contains("NUL"), "{}", refused.message);
+        let kept: serde_json::Value = parse_json(br#"{"title": "a\\u0000"}"#).unwrap();
+        assert_eq!(kept["title"], "a\\u0000");
+    }
 }

@@ -22,6 +22,7 @@ use crate::ledger::{CommandMeta, LedgerError};
     params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, body = RequestDetail),
+        (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "Unknown, or not visible to the caller", body = ErrorBody),
     ),
@@ -177,6 +178,7 @@ decision_route!(
     request_body = DelegateBody,
     responses(
         (status = 200, body = CommandAnswer),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, description = "`invalid_delegate`", body = ErrorBody),
     ),
@@ -209,6 +211,7 @@ pub async fn delegate(
     request_body = WithdrawBody,
     responses(
         (status = 200, body = CommandAnswer),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "`not_requester`", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     ),

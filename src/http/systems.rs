@@ -68,6 +68,7 @@ pub async fn submit(
     request_body = CancelBody,
     responses(
         (status = 200, description = "Cancelled", body = CommandAnswer),
+        (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "Already final (`not_pending`)", body = ErrorBody),
     ),
@@ -107,6 +108,7 @@ pub async fn cancel(
     params(("system" = String, Path), ("external_ref" = String, Path)),
     responses(
         (status = 200, body = SystemRequestStatus),
+        (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
     security(("system_signature" = []))
