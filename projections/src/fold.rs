@@ -23,28 +23,29 @@ pub struct Folded {
     pub applied: Vec<usize>,
 }
 
-/// Folds the batch into the stored states of its requests: `loaded` when the caller read them
-/// with the batch, else read here with `select_sql` (which takes a `uuid[]` and returns
-/// `(uuid, jsonb)` rows).
-pub async fn fold_batch(
+/// The stored states of the requests of `events`, read through `conn` from `table` (a
+/// projection's [`crate::Projection::state_table`]), keyed by its request-id column `column`.
+pub async fn read_states(
     conn: &mut PgConnection,
-    select_sql: &str,
+    (table, column): (&str, &str),
     events: &[FeedEvent],
-    loaded: Option<LoadedStates>,
-) -> Result<Folded, ProjectionError> {
-    let rows = match loaded {
-        Some(states) => states,
-        None => {
-            let mut ids: Vec<Uuid> = events.iter().map(|e| e.request_id.0).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(select_sql)
-                .bind(&ids)
-                .fetch_all(conn)
-                .await?;
-            rows.into_iter().collect()
-        }
-    };
+) -> Result<LoadedStates, ProjectionError> {
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.request_id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(&format!(
+        "SELECT {column}, state FROM {table} WHERE {column} = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Folds the batch into `stored`, the stored states of its requests (a request missing from
+/// them has none yet).
+pub fn fold_batch(events: &[FeedEvent], stored: LoadedStates) -> Result<Folded, ProjectionError> {
+    let rows = stored;
     let mut folded = Folded::default();
     let mut touched = HashSet::new();
     for (id, state) in rows {

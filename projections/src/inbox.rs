@@ -4,18 +4,20 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::fold::fold_batch;
+use crate::write::BatchWrite;
 use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct InboxProjection {
-    select_states: String,
     state_table: String,
-    write: String,
+    write_states: String,
+    write_items: String,
+    write_gone: String,
 }
 
 /// The sort key of a request with no due time: after every real one.
@@ -35,37 +37,37 @@ impl InboxProjection {
         let states = schema.table("rm_inbox_state");
         Self {
             state_table: states.clone(),
-            select_states: format!(
-                "SELECT request_id, state FROM {states} WHERE request_id = ANY($1)"
+            // The states, the items of every changed request (kept rows updated, new ones
+            // inserted), and the rows of those requests no longer pending for their person
+            // removed. The DELETE sees the table as it was before the statement, and spares the
+            // rows the upsert touched.
+            write_states: format!(
+                "INSERT INTO {states} (request_id, state) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::jsonb[]) WHERE {{gate}} \
+                 ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state"
             ),
-            // One statement: the states, the items of every changed request (kept rows updated,
-            // new ones inserted), and the rows of those requests no longer pending for their
-            // person removed. The DELETE sees the table as it was before the statement, and
-            // spares the rows the upsert touched.
-            write: format!(
-                "WITH states AS ( \
-                     INSERT INTO {states} (request_id, state) \
-                     SELECT * FROM UNNEST($15::uuid[], $16::jsonb[]) \
-                     ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state \
-                 ), items AS ( \
-                     INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
-                         amount_currency, requester, submitted_at, due_at, due_key, step, status, \
-                         version) \
-                     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
-                         $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
-                         $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::text[], \
-                         $14::int8[]) \
-                     ON CONFLICT (user_id, request_id) DO UPDATE SET system = EXCLUDED.system, \
-                         kind = EXCLUDED.kind, title = EXCLUDED.title, \
-                         amount_value = EXCLUDED.amount_value, \
-                         amount_currency = EXCLUDED.amount_currency, \
-                         requester = EXCLUDED.requester, submitted_at = EXCLUDED.submitted_at, \
-                         due_at = EXCLUDED.due_at, due_key = EXCLUDED.due_key, \
-                         step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version \
-                     RETURNING user_id, request_id \
-                 ) \
-                 DELETE FROM {inbox} AS old WHERE old.request_id = ANY($15) \
-                     AND (old.user_id, old.request_id) NOT IN (SELECT user_id, request_id FROM items)"
+            write_items: format!(
+                "INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
+                     amount_currency, requester, submitted_at, due_at, due_key, step, status, \
+                     version) \
+                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
+                     $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::text[], \
+                     $14::int8[]) WHERE {{gate}} \
+                 ON CONFLICT (user_id, request_id) DO UPDATE SET system = EXCLUDED.system, \
+                     kind = EXCLUDED.kind, title = EXCLUDED.title, \
+                     amount_value = EXCLUDED.amount_value, \
+                     amount_currency = EXCLUDED.amount_currency, \
+                     requester = EXCLUDED.requester, submitted_at = EXCLUDED.submitted_at, \
+                     due_at = EXCLUDED.due_at, due_key = EXCLUDED.due_key, \
+                     step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version \
+                 RETURNING user_id, request_id"
+            ),
+            // $1: the changed requests, as bound for the states.
+            write_gone: format!(
+                "DELETE FROM {inbox} AS old WHERE old.request_id = ANY($1) AND {{gate}} \
+                     AND (old.user_id, old.request_id) NOT IN \
+                         (SELECT user_id, request_id FROM inbox_items)"
             ),
         }
     }
@@ -102,15 +104,15 @@ impl Projection for InboxProjection {
         Some((&self.state_table, "request_id"))
     }
 
-    async fn apply(
+    fn write(
         &self,
-        conn: &mut PgConnection,
+        write: &mut BatchWrite,
         events: &[FeedEvent],
-        loaded: Option<LoadedStates>,
-    ) -> Result<(), ProjectionError> {
-        let mut folded = fold_batch(conn, &self.select_states, events, loaded).await?;
+        states: LoadedStates,
+    ) -> Result<bool, ProjectionError> {
+        let mut folded = fold_batch(events, states)?;
         if folded.changed.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut items = ItemRows::default();
         let mut state_json = Vec::with_capacity(folded.changed.len());
@@ -146,26 +148,28 @@ impl Projection for InboxProjection {
                     .push(i64::try_from(r.version).unwrap_or(i64::MAX));
             }
         }
-        sqlx::query(&self.write)
-            .bind(&items.user_id)
-            .bind(&items.request_id)
-            .bind(&items.system)
-            .bind(&items.kind)
-            .bind(&items.title)
-            .bind(&items.amount_value)
-            .bind(&items.amount_currency)
-            .bind(&items.requester)
-            .bind(&items.submitted_at)
-            .bind(&items.due_at)
-            .bind(&items.due_key)
-            .bind(&items.step)
-            .bind(&items.status)
-            .bind(&items.version)
-            .bind(&folded.changed)
-            .bind(&state_json)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        let states_at = write.bound();
+        write.bind(&folded.changed)?;
+        write.bind(&state_json)?;
+        write.cte("inbox_states", &self.write_states, states_at);
+        let before = write.bound();
+        write.bind(&items.user_id)?;
+        write.bind(&items.request_id)?;
+        write.bind(&items.system)?;
+        write.bind(&items.kind)?;
+        write.bind(&items.title)?;
+        write.bind(&items.amount_value)?;
+        write.bind(&items.amount_currency)?;
+        write.bind(&items.requester)?;
+        write.bind(&items.submitted_at)?;
+        write.bind(&items.due_at)?;
+        write.bind(&items.due_key)?;
+        write.bind(&items.step)?;
+        write.bind(&items.status)?;
+        write.bind(&items.version)?;
+        write.cte("inbox_items", &self.write_items, before);
+        write.cte("inbox_gone", &self.write_gone, states_at);
+        Ok(true)
     }
 }
 

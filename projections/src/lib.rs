@@ -5,13 +5,15 @@
 //! - [`FeedEvent`], [`Position`]: an event as the global feed delivers it, and where it stands.
 //! - [`Projection`]: one read model; `apply` folds a batch of feed events inside the caller's
 //!   transaction, the same transaction that moves the projection's checkpoint (the service's
-//!   projection runner owns that part), so each event takes effect exactly once.
+//!   projection runner owns that part), so each event takes effect exactly once. `write` gives
+//!   the same writes as parts of one statement, which can also move the checkpoints.
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
 //! - [`lookup`]: a system's reference to its request, for reconciliation.
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
 //!   need it. It folds with the aggregate's own `apply`, so no rule is written twice.
 //!
+//! - [`write`]: one statement for a whole batch, each projection's writes a part of it.
 //! - [`aside`]: copies of a projection's tables in another schema, filled by a rebuild and
 //!   swapped in for the live ones.
 //!
@@ -33,6 +35,9 @@ pub mod fold;
 pub mod inbox;
 pub mod lookup;
 pub mod requests;
+pub mod write;
+
+use crate::write::BatchWrite;
 
 /// Where an event stands in the global feed: the writing transaction's id, then the event's
 /// global id. Ordering by this pair is the feed's order.
@@ -108,12 +113,30 @@ pub trait Projection: Send + Sync + 'static {
     /// batch's requests when the caller read them with the batch, as of this projection's
     /// checkpoint, which it holds locked (a request missing from them has none yet); `None`, and
     /// the projection reads its own. Projections without states ignore it.
+    ///
+    /// By default: the states (read when not given), then [`Projection::write`] as one statement.
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [FeedEvent],
         states: Option<LoadedStates>,
-    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        apply_by_writing(self, conn, events, states)
+    }
+
+    /// Adds to `write` what folding `events` changes, with no read: `states` are the stored
+    /// states of the batch's requests as [`Projection::apply`] takes them (empty for a
+    /// projection without states). Every write is a CTE under `write`'s gate, so a runner can
+    /// apply a group's batch and move its checkpoints in one statement. `Ok(false)`: this
+    /// projection cannot (it reads more than its states), and the runner uses `apply`.
+    fn write(
+        &self,
+        _write: &mut BatchWrite,
+        _events: &[FeedEvent],
+        _states: LoadedStates,
+    ) -> Result<bool, ProjectionError> {
+        Ok(false)
+    }
 
     /// The tables it owns, unqualified, in the order they can be created.
     fn tables(&self) -> &'static [&'static str];
@@ -129,6 +152,33 @@ pub trait Projection: Send + Sync + 'static {
 
 /// The stored states of a batch's requests, by request id, as read with the batch.
 pub type LoadedStates = HashMap<Uuid, serde_json::Value>;
+
+/// The default [`Projection::apply`]: reads the states when they are not given, and runs
+/// [`Projection::write`]'s parts as one statement.
+async fn apply_by_writing<P: Projection + ?Sized>(
+    projection: &P,
+    conn: &mut PgConnection,
+    events: &[FeedEvent],
+    states: Option<LoadedStates>,
+) -> Result<(), ProjectionError> {
+    let states = match (states, projection.state_table()) {
+        (Some(states), _) => states,
+        (None, Some(table)) => fold::read_states(conn, table, events).await?,
+        (None, None) => LoadedStates::new(),
+    };
+    let mut write = BatchWrite::new("true");
+    if !projection.write(&mut write, events, states)? {
+        return Err(ProjectionError::Inconsistent(format!(
+            "projection {} neither applies nor writes a batch",
+            projection.name()
+        )));
+    }
+    if !write.is_empty() {
+        let (sql, args) = write.finish("SELECT 1");
+        sqlx::query_with(&sql, args).execute(conn).await?;
+    }
+    Ok(())
+}
 
 /// The PostgreSQL schema a projection's tables live in: `public` for the live read models, another
 /// one while a rebuild fills a copy aside.
@@ -203,16 +253,16 @@ impl Projection for ReadModel {
         }
     }
 
-    async fn apply(
+    fn write(
         &self,
-        conn: &mut PgConnection,
+        write: &mut BatchWrite,
         events: &[FeedEvent],
-        states: Option<LoadedStates>,
-    ) -> Result<(), ProjectionError> {
+        states: LoadedStates,
+    ) -> Result<bool, ProjectionError> {
         match self {
-            Self::Requests(p) => p.apply(conn, events, states).await,
-            Self::Inbox(p) => p.apply(conn, events, states).await,
-            Self::Lookup(p) => p.apply(conn, events, states).await,
+            Self::Requests(p) => p.write(write, events, states),
+            Self::Inbox(p) => p.write(write, events, states),
+            Self::Lookup(p) => p.write(write, events, states),
         }
     }
 

@@ -7,15 +7,17 @@ use std::collections::HashMap;
 use approval_aggregates::{ApprovalEvent, Status};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::write::BatchWrite;
 use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct LookupProjection {
-    write: String,
+    write_new: String,
+    write_moved: String,
 }
 
 impl LookupProjection {
@@ -26,23 +28,23 @@ impl LookupProjection {
     pub fn new(schema: &Schema) -> Self {
         let lookup = schema.table("rm_lookup");
         Self {
-            // One statement. The requests submitted in this batch are inserted as they stand
-            // at its end; the rows that existed before it (the UPDATE sees the table as it was
-            // before the statement) take the last event of their request in the batch, and an
-            // older version never overwrites a newer one.
-            write: format!(
-                "WITH new AS ( \
-                     INSERT INTO {lookup} (system, external_ref, request_id, status, version, \
-                         updated_at) \
-                     SELECT * FROM UNNEST($5::text[], $6::text[], $7::uuid[], $8::text[], \
-                         $9::int8[], $10::timestamptz[]) \
-                     ON CONFLICT (system, external_ref) DO NOTHING \
-                 ) \
-                 UPDATE {lookup} AS l SET version = t.v, status = COALESCE(t.st, l.status), \
+            // The requests submitted in this batch are inserted as they stand at its end; the
+            // rows that existed before it (the UPDATE sees the table as it was before the
+            // statement) take the last event of their request in the batch, and an older version
+            // never overwrites a newer one.
+            write_new: format!(
+                "INSERT INTO {lookup} (system, external_ref, request_id, status, version, \
+                     updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::text[], \
+                     $5::int8[], $6::timestamptz[]) WHERE {{gate}} \
+                 ON CONFLICT (system, external_ref) DO NOTHING"
+            ),
+            write_moved: format!(
+                "UPDATE {lookup} AS l SET version = t.v, status = COALESCE(t.st, l.status), \
                      updated_at = t.at \
                  FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[]) \
                      AS t(id, v, st, at) \
-                 WHERE l.request_id = t.id AND l.version < t.v"
+                 WHERE l.request_id = t.id AND l.version < t.v AND {{gate}}"
             ),
         }
     }
@@ -57,12 +59,12 @@ impl Projection for LookupProjection {
         &["rm_lookup"]
     }
 
-    async fn apply(
+    fn write(
         &self,
-        conn: &mut PgConnection,
+        write: &mut BatchWrite,
         events: &[FeedEvent],
-        _states: Option<LoadedStates>,
-    ) -> Result<(), ProjectionError> {
+        _states: LoadedStates,
+    ) -> Result<bool, ProjectionError> {
         // One row per request: its last event in the batch, and the final status it reached.
         let mut last: Vec<&FeedEvent> = Vec::new();
         let mut slot_of: HashMap<Uuid, usize> = HashMap::new();
@@ -104,20 +106,24 @@ impl Projection for LookupProjection {
             new.4.push(latest.sequence);
             new.5.push(latest.event.at());
         }
-        sqlx::query(&self.write)
-            .bind(&ids)
-            .bind(&versions)
-            .bind(&statuses)
-            .bind(&ats)
-            .bind(&new.0)
-            .bind(&new.1)
-            .bind(&new.2)
-            .bind(&new.3)
-            .bind(&new.4)
-            .bind(&new.5)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        if ids.is_empty() {
+            return Ok(true);
+        }
+        let before = write.bound();
+        write.bind(&new.0)?;
+        write.bind(&new.1)?;
+        write.bind(&new.2)?;
+        write.bind(&new.3)?;
+        write.bind(&new.4)?;
+        write.bind(&new.5)?;
+        write.cte("lookup_new", &self.write_new, before);
+        let before = write.bound();
+        write.bind(&ids)?;
+        write.bind(&versions)?;
+        write.bind(&statuses)?;
+        write.bind(&ats)?;
+        write.cte("lookup_moved", &self.write_moved, before);
+        Ok(true)
     }
 }
 

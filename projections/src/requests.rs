@@ -4,18 +4,19 @@
 use approval_aggregates::{ApprovalEvent, Request};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::fold::fold_batch;
+use crate::write::BatchWrite;
 use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
 /// The projection.
 #[derive(Debug, Clone)]
 pub struct RequestsProjection {
-    select_states: String,
     state_table: String,
-    write: String,
+    write_states: String,
+    write_timeline: String,
 }
 
 impl RequestsProjection {
@@ -28,24 +29,23 @@ impl RequestsProjection {
         let timeline = schema.table("rm_timeline");
         Self {
             state_table: requests.clone(),
-            select_states: format!("SELECT id, state FROM {requests} WHERE id = ANY($1)"),
-            // One statement: the requests' states and their new timeline entries.
-            write: format!(
-                "WITH states AS ( \
-                     INSERT INTO {requests} (id, system, external_ref, requester, status, version, \
-                         state, submitted_at, updated_at, due_at) \
-                     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
-                         $5::text[], $6::int8[], $7::jsonb[], $8::timestamptz[], \
-                         $9::timestamptz[], $10::timestamptz[]) \
-                     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
-                         version = EXCLUDED.version, state = EXCLUDED.state, \
-                         updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at \
-                 ) \
-                 INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, comment, \
-                     step, delegate, occurred_at, recorded_at) \
-                 SELECT * FROM UNNEST($11::uuid[], $12::int8[], $13::uuid[], $14::text[], \
-                     $15::text[], $16::text[], $17::int4[], $18::text[], $19::timestamptz[], \
-                     $20::timestamptz[]) \
+            // The requests' states, and their new timeline entries.
+            write_states: format!(
+                "INSERT INTO {requests} (id, system, external_ref, requester, status, version, \
+                     state, submitted_at, updated_at, due_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                     $5::text[], $6::int8[], $7::jsonb[], $8::timestamptz[], \
+                     $9::timestamptz[], $10::timestamptz[]) WHERE {{gate}} \
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+                     version = EXCLUDED.version, state = EXCLUDED.state, \
+                     updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at"
+            ),
+            write_timeline: format!(
+                "INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, \
+                     comment, step, delegate, occurred_at, recorded_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], \
+                     $5::text[], $6::text[], $7::int4[], $8::text[], $9::timestamptz[], \
+                     $10::timestamptz[]) WHERE {{gate}} \
                  ON CONFLICT DO NOTHING"
             ),
         }
@@ -106,15 +106,15 @@ impl Projection for RequestsProjection {
         Some((&self.state_table, "id"))
     }
 
-    async fn apply(
+    fn write(
         &self,
-        conn: &mut PgConnection,
+        write: &mut BatchWrite,
         events: &[FeedEvent],
-        loaded: Option<LoadedStates>,
-    ) -> Result<(), ProjectionError> {
-        let folded = fold_batch(conn, &self.select_states, events, loaded).await?;
+        states: LoadedStates,
+    ) -> Result<bool, ProjectionError> {
+        let folded = fold_batch(events, states)?;
         if folded.changed.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut rows = StateRows::default();
         for id in &folded.changed {
@@ -149,30 +149,31 @@ impl Projection for RequestsProjection {
             t.occurred_at.push(entry.occurred_at);
             t.recorded_at.push(entry.recorded_at);
         }
-        sqlx::query(&self.write)
-            .bind(&rows.id)
-            .bind(&rows.system)
-            .bind(&rows.external_ref)
-            .bind(&rows.requester)
-            .bind(&rows.status)
-            .bind(&rows.version)
-            .bind(&rows.state)
-            .bind(&rows.submitted_at)
-            .bind(&rows.updated_at)
-            .bind(&rows.due_at)
-            .bind(&t.request_id)
-            .bind(&t.sequence)
-            .bind(&t.event_id)
-            .bind(&t.event_type)
-            .bind(&t.actor)
-            .bind(&t.comment)
-            .bind(&t.step)
-            .bind(&t.delegate)
-            .bind(&t.occurred_at)
-            .bind(&t.recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        let before = write.bound();
+        write.bind(&rows.id)?;
+        write.bind(&rows.system)?;
+        write.bind(&rows.external_ref)?;
+        write.bind(&rows.requester)?;
+        write.bind(&rows.status)?;
+        write.bind(&rows.version)?;
+        write.bind(&rows.state)?;
+        write.bind(&rows.submitted_at)?;
+        write.bind(&rows.updated_at)?;
+        write.bind(&rows.due_at)?;
+        write.cte("requests_states", &self.write_states, before);
+        let before = write.bound();
+        write.bind(&t.request_id)?;
+        write.bind(&t.sequence)?;
+        write.bind(&t.event_id)?;
+        write.bind(&t.event_type)?;
+        write.bind(&t.actor)?;
+        write.bind(&t.comment)?;
+        write.bind(&t.step)?;
+        write.bind(&t.delegate)?;
+        write.bind(&t.occurred_at)?;
+        write.bind(&t.recorded_at)?;
+        write.cte("requests_timeline", &self.write_timeline, before);
+        Ok(true)
     }
 }
 
