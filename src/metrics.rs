@@ -96,6 +96,8 @@ pub struct Metrics {
     pub reader_batch_duration: HistogramFamily<ReaderLabels>,
     /// Feed reads that found committed events held back behind a running transaction.
     pub reader_held_back: Family<ReaderLabels, Counter>,
+    /// Batches a feed reader applied in one statement, its checkpoints' move included.
+    pub reader_one_statement: Family<ReaderLabels, Counter>,
     /// Events a feed reader has yet to read.
     pub reader_lag_events: Family<ReaderLabels, Gauge>,
     /// Age of the oldest event a feed reader has yet to read.
@@ -164,6 +166,14 @@ impl Default for Metrics {
             "feed_reader_batch_seconds",
             "How long a projection batch took, from its feed read to its commit",
             reader_batch_duration.clone(),
+        );
+        let reader_one_statement = Family::<ReaderLabels, Counter>::default();
+        registry.register(
+            "feed_reader_one_statement_batches",
+            "Projection batches applied in one statement that also moved the checkpoints (the \
+             others took a transaction: the first after a start, or after another instance or a \
+             rebuild wrote the checkpoints)",
+            reader_one_statement.clone(),
         );
         let reader_held_back = Family::<ReaderLabels, Counter>::default();
         registry.register(
@@ -235,6 +245,7 @@ impl Default for Metrics {
             command_store_duration,
             reader_batch_duration,
             reader_held_back,
+            reader_one_statement,
             reader_lag_events,
             reader_lag_seconds,
             reader_errors,

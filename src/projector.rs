@@ -1,8 +1,14 @@
-//! Runs projections: reads the global feed after their checkpoints and applies each batch in one
-//! transaction that also moves the checkpoints. Exactly once, restart-safe, and safe with several
-//! instances (the checkpoint rows are locked for the transaction; an instance that finds them
-//! moved re-reads from there). The read models run as one group, so a batch costs one feed read
-//! and one commit for all of them; each still has its own checkpoint, so one can be rebuilt alone.
+//! Runs projections: reads the global feed after their checkpoints and applies each batch with
+//! the move of the checkpoints, exactly once, restart-safe, and safe with several instances (the
+//! checkpoint rows are locked while a batch is applied; an instance that finds them moved
+//! re-reads from there). The read models run as one group, so a batch costs one feed read and one
+//! write for all of them; each still has its own checkpoint, so one can be rebuilt alone.
+//!
+//! That write is one statement: it locks and checks the checkpoints, moves them, and applies the
+//! batch from the states read with it, in one round trip. It takes a transaction instead (lock and
+//! move, then each projection reads its states and applies) for the first batch after a start,
+//! when another instance or a rebuild wrote the checkpoints since this runner's last batch, and
+//! for a projection that must read more than its states (the audit reader).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +16,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use approval_projections::{Position, Projection};
-use sqlx::{Connection, PgPool};
+use approval_projections::{FeedEvent, LoadedStates, Position, Projection};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -56,11 +62,13 @@ enum StepError {
 /// What one step did.
 enum Step {
     /// Applied events up to here; `full` when the batch was as large as allowed (more wait);
-    /// `written`: when this batch last wrote each checkpoint.
+    /// `written`: when this batch last wrote each checkpoint; `one_statement`: whether it took
+    /// one statement rather than a transaction.
     Applied {
         to: Position,
         full: bool,
         written: Written,
+        one_statement: bool,
     },
     /// Nothing to read; `held_back` says whether committed events wait behind a transaction.
     Idle { held_back: bool },
@@ -77,7 +85,7 @@ fn names<P: Projection>(group: &[P]) -> Vec<&'static str> {
 }
 
 /// Applies one batch after the group's slowest checkpoint: each projection gets the events past
-/// its own checkpoint, all in one transaction that also moves every checkpoint.
+/// its own checkpoint, in one statement, or one transaction, that also moves every checkpoint.
 async fn step<P: Projection>(
     group: &[P],
     feed: &Feed,
@@ -87,7 +95,7 @@ async fn step<P: Projection>(
     written: Option<&Written>,
 ) -> Result<Step, StepError> {
     let from = at.values().min().copied().unwrap_or(Position::START);
-    // One connection for the read and the transaction: one checkout of the pool per batch.
+    // One connection for the read and the writes: one checkout of the pool per batch.
     let mut conn = ctx.pool.acquire().await?;
     // The batch, and the stored states of its requests for the projections that keep them.
     let (batch, loaded) = feed
@@ -98,6 +106,96 @@ async fn step<P: Projection>(
             held_back: batch.held_back,
         });
     };
+    let full = batch.events.len() as i64 >= ctx.feed.batch_size;
+    if let (Some(written), Some(loaded)) = (written, loaded) {
+        let batch = Batch {
+            events: &batch.events,
+            at,
+            last,
+            full,
+        };
+        if let Some(step) =
+            write_in_one_statement(group, &mut conn, &batch, loaded, written).await?
+        {
+            return Ok(step);
+        }
+    }
+    apply_in_a_transaction(group, &mut conn, &batch.events, at, last, full).await
+}
+
+/// A batch read, and where the group's checkpoints stand.
+struct Batch<'a> {
+    events: &'a [FeedEvent],
+    at: &'a BTreeMap<String, Position>,
+    last: Position,
+    full: bool,
+}
+
+/// The events of `events` past `projection`'s checkpoint in `at`.
+fn past<'a, P: Projection>(
+    projection: &P,
+    events: &'a [FeedEvent],
+    at: &BTreeMap<String, Position>,
+) -> &'a [FeedEvent] {
+    let mine = at
+        .get(projection.name())
+        .copied()
+        .unwrap_or(Position::START);
+    &events[events.partition_point(|e| e.position <= mine)..]
+}
+
+/// The batch's usual way: one statement locks, checks and moves the checkpoints and applies the
+/// batch to every projection, from the states read with it. Those states are the ones of the
+/// checkpoints only if nobody but this runner has written them since its last batch: the
+/// statement's gate checks it under the lock, and writes nothing if not (a rebuild's swap can
+/// leave a checkpoint where it was over new tables). `None`: the gate did not hold but the
+/// checkpoints stand where they did, or a projection cannot write this way; the caller then
+/// applies the batch in a transaction.
+async fn write_in_one_statement<P: Projection>(
+    group: &[P],
+    conn: &mut PgConnection,
+    batch: &Batch<'_>,
+    loaded: Vec<LoadedStates>,
+    written: &Written,
+) -> Result<Option<Step>, StepError> {
+    let Some(mut write) = checkpoints::gated_move(batch.at, written, batch.last)? else {
+        return Ok(None);
+    };
+    // The loaded maps follow the group's order of the projections that keep states.
+    let mut loaded = loaded.into_iter();
+    for projection in group {
+        let states = match projection.state_table() {
+            Some(_) => loaded.next().unwrap_or_default(),
+            None => LoadedStates::new(),
+        };
+        let events = past(projection, batch.events, batch.at);
+        if !events.is_empty() && !projection.write(&mut write, events, states)? {
+            return Ok(None);
+        }
+    }
+    // Derived data: on the read models' connection a commit does not wait for the disk (see
+    // `apply_in_a_transaction`).
+    let (found, held) = checkpoints::run_gated(conn, write).await?;
+    let stored = positions(&found);
+    if stored != *batch.at {
+        return Ok(Some(Step::Moved(stored)));
+    }
+    if !held {
+        return Ok(None);
+    }
+    Ok(Some(applied(batch.last, batch.full, found, true)))
+}
+
+/// The batch in a transaction: lock, check and move the checkpoints, then each projection reads
+/// its states under the lock and applies its events.
+async fn apply_in_a_transaction<P: Projection>(
+    group: &[P],
+    conn: &mut PgConnection,
+    events: &[FeedEvent],
+    at: &BTreeMap<String, Position>,
+    last: Position,
+    full: bool,
+) -> Result<Step, StepError> {
     // The read models and their checkpoints are derived data: if a crash loses this commit, all
     // roll back together and the batch is applied again, so the commit need not wait for disk.
     // Sent with the BEGIN, in one round trip.
@@ -107,45 +205,43 @@ async fn step<P: Projection>(
     // The checkpoints are locked and moved first, in one round trip; if another instance moved
     // them, the batch is rolled back.
     let found = checkpoints::move_all(&mut tx, at, last).await?;
-    let stored: BTreeMap<String, Position> = found
-        .iter()
-        .map(|(name, f)| (name.clone(), f.position))
-        .collect();
+    let stored = positions(&found);
     if stored != *at {
         tx.rollback().await?;
         return Ok(Step::Moved(stored));
     }
-    // The states were read before the lock: they are those of `at` when nobody but this runner
-    // has written the checkpoints since its last batch. A rebuild's swap can leave a checkpoint
-    // where it was over new tables; then each projection reads its states again, under the lock.
-    let ours = written.is_some_and(|w| found.iter().all(|(n, f)| w.get(n) == Some(&f.written)));
-    let mut loaded = loaded.filter(|_| ours).map(Vec::into_iter);
     for projection in group {
-        let mine = at
-            .get(projection.name())
-            .copied()
-            .unwrap_or(Position::START);
-        let start = batch.events.partition_point(|e| e.position <= mine);
-        // The loaded maps follow the group's order of the projections that keep states.
-        let states = match (&mut loaded, projection.state_table()) {
-            (Some(maps), Some(_)) => maps.next(),
-            _ => None,
-        };
-        if start < batch.events.len() {
-            projection
-                .apply(&mut tx, &batch.events[start..], states)
-                .await?;
+        let events = past(projection, events, at);
+        if !events.is_empty() {
+            projection.apply(&mut tx, events, None).await?;
         }
     }
     tx.commit().await?;
-    Ok(Step::Applied {
-        to: last,
-        full: batch.events.len() as i64 >= ctx.feed.batch_size,
+    Ok(applied(last, full, found, false))
+}
+
+fn positions(found: &BTreeMap<String, checkpoints::Found>) -> BTreeMap<String, Position> {
+    found
+        .iter()
+        .map(|(name, f)| (name.clone(), f.position))
+        .collect()
+}
+
+fn applied(
+    to: Position,
+    full: bool,
+    found: BTreeMap<String, checkpoints::Found>,
+    one_statement: bool,
+) -> Step {
+    Step::Applied {
+        to,
+        full,
         written: found
             .into_iter()
             .map(|(name, f)| (name, f.rewritten))
             .collect(),
-    })
+        one_statement,
+    }
 }
 
 /// Loads (creating when missing) the checkpoints of `group`.
@@ -209,8 +305,15 @@ pub async fn run<P: Projection>(
                 to,
                 full,
                 written: w,
+                one_statement,
             }) => {
                 written = Some(w);
+                if one_statement {
+                    ctx.metrics
+                        .reader_one_statement
+                        .get_or_create(&reader)
+                        .inc();
+                }
                 ctx.metrics
                     .reader_batch_duration
                     .get_or_create(&reader)

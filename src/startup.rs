@@ -70,6 +70,8 @@ impl Roles {
 pub struct Application {
     port: Option<u16>,
     pool: PgPool,
+    /// The read models' own connection, when this process runs them.
+    derived: Option<PgPool>,
     stop: CancellationToken,
     server: Option<(
         actix_web::dev::ServerHandle,
@@ -112,6 +114,7 @@ impl Application {
         let mut tasks = vec![];
         let idle = Duration::from_millis(settings.feed.poll_interval_ms);
         let mut broker_task = None;
+        let mut derived = None;
         let mut probe = BrokerProbe::Address(broker_address(settings.broker.url.expose()));
 
         if roles.worker {
@@ -177,8 +180,11 @@ impl Application {
                 }
                 .run(stop.clone()),
             ));
+            let read_models = db::connect_derived(&settings.database)
+                .context("cannot prepare the read models' connection")?;
+            derived = Some(read_models.clone());
             let ctx = RunnerContext {
-                pool: pool.clone(),
+                pool: read_models,
                 feed: settings.feed.clone(),
                 progress: progress.clone(),
                 metrics: metrics.clone(),
@@ -195,6 +201,7 @@ impl Application {
             tasks.push(spawn_projections(
                 vec![AuditReader::new(&settings.audit)],
                 &RunnerContext {
+                    pool: pool.clone(),
                     linger: AUDIT_LINGER,
                     ..ctx.clone()
                 },
@@ -271,6 +278,7 @@ impl Application {
         Ok(Self {
             port,
             pool,
+            derived,
             stop,
             server,
             tasks,
@@ -317,6 +325,9 @@ impl Application {
             if let Err(e) = supervisor.await {
                 tracing::warn!(error = %e, "the broker supervisor ended badly");
             }
+        }
+        if let Some(derived) = self.derived {
+            derived.close().await;
         }
         self.pool.close().await;
         Ok(())

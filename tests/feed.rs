@@ -255,3 +255,107 @@ async fn a_batch_read_with_states_carries_each_requests_stored_state_once() {
     drop(conn);
     pool.close().await;
 }
+
+/// Where checkpoint `name` stands, and when it was last written.
+async fn checkpoint(pool: &sqlx::PgPool, name: &str) -> (Position, chrono::DateTime<chrono::Utc>) {
+    let (tx_id, global_id, updated_at): (i64, i64, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT tx_id, global_id, updated_at FROM feed_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    (Position { tx_id, global_id }, updated_at)
+}
+
+async fn lookup_rows(pool: &sqlx::PgPool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_lookup")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n
+}
+
+/// The read models' usual batch is one statement: it moves the checkpoints and writes the batch
+/// only when they stand where this runner left them and nobody wrote them since (the gate).
+/// Otherwise it writes nothing at all, and says how it found them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_runner_left_them() {
+    use approval_ledger::store::checkpoints;
+    use approval_projections::lookup::LookupProjection;
+    use approval_projections::{Projection, Schema};
+    use std::collections::BTreeMap;
+
+    let db_guard = TestDb::new();
+    let settings = settings_for(&db_guard, &[]);
+    let pool = db::prepare(&settings.database).await.unwrap();
+    let feed = Feed::new(pool.clone());
+    let states = StatesQuery::new(&[]);
+    let lookup = LookupProjection::new(&Schema::live());
+    let mut conn = pool.acquire().await.unwrap();
+    append(&mut conn, "A", "ann").await;
+    let (batch, _) = read_until(&feed, &mut conn, &states, 1).await;
+    let last = batch.events[0].position;
+    checkpoints::load(&pool, LookupProjection::NAME)
+        .await
+        .unwrap();
+    let (start, written) = checkpoint(&pool, LookupProjection::NAME).await;
+    assert_eq!(start, Position::START);
+    let at = BTreeMap::from([(LookupProjection::NAME.to_owned(), start)]);
+    let run = |expected: BTreeMap<String, Position>, when: chrono::DateTime<chrono::Utc>| {
+        let mut write = checkpoints::gated_move(
+            &expected,
+            &BTreeMap::from([(LookupProjection::NAME.to_owned(), when)]),
+            last,
+        )
+        .unwrap()
+        .expect("a time for every checkpoint");
+        assert!(lookup
+            .write(&mut write, &batch.events, LoadedStates::new())
+            .unwrap());
+        write
+    };
+
+    // Written by someone else since (a rebuild's swap, say): nothing moves, nothing is written.
+    let elsewhere = written + chrono::Duration::microseconds(1);
+    let (found, held) = checkpoints::run_gated(&mut conn, run(at.clone(), elsewhere))
+        .await
+        .unwrap();
+    assert!(!held);
+    assert_eq!(found[LookupProjection::NAME].position, start);
+    assert_eq!(lookup_rows(&pool).await, 0);
+    assert_eq!(
+        checkpoint(&pool, LookupProjection::NAME).await,
+        (start, written)
+    );
+
+    // Moved by another instance: the same, and the positions found say where it stands.
+    let ahead = BTreeMap::from([(LookupProjection::NAME.to_owned(), last)]);
+    let (found, held) = checkpoints::run_gated(&mut conn, run(ahead, written))
+        .await
+        .unwrap();
+    assert!(!held);
+    assert_eq!(found[LookupProjection::NAME].position, start);
+    assert_eq!(lookup_rows(&pool).await, 0);
+
+    // As this runner left it: moved and written together.
+    let (found, held) = checkpoints::run_gated(&mut conn, run(at, written))
+        .await
+        .unwrap();
+    assert!(held);
+    let (now_at, rewritten) = checkpoint(&pool, LookupProjection::NAME).await;
+    assert_eq!(now_at, last);
+    assert_eq!(found[LookupProjection::NAME].rewritten, rewritten);
+    assert!(rewritten > written);
+    assert_eq!(lookup_rows(&pool).await, 1);
+
+    // A time missing for a checkpoint: no statement at all.
+    assert!(checkpoints::gated_move(
+        &BTreeMap::from([(LookupProjection::NAME.to_owned(), last)]),
+        &BTreeMap::new(),
+        last
+    )
+    .unwrap()
+    .is_none());
+    drop(conn);
+    pool.close().await;
+}

@@ -53,6 +53,12 @@ async fn health_readiness_and_metrics_answer() {
     assert!(metrics.contains(
         r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox+lookup"}"#
     ));
+    // The first batch after the start took a transaction; the approval's, one statement.
+    let one_statement = metric_value(
+        &metrics,
+        r#"approval_ledger_feed_reader_one_statement_batches_total{reader="requests+inbox+lookup"}"#,
+    );
+    assert!(one_statement >= 1.0, "{metrics}");
     for reader in ["requests", "inbox", "lookup"] {
         assert!(
             metrics.contains(&format!(
@@ -95,4 +101,12 @@ async fn docs_api_md_names_every_path_of_the_openapi_document_and_every_error_co
             code.as_str()
         );
     }
+}
+
+/// The value of the sample named `name` (with its labels) in a Prometheus text exposition.
+fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }

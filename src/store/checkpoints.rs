@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use approval_projections::Position;
+use approval_projections::write::BatchWrite;
+use approval_projections::{Position, ProjectionError};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -112,7 +113,6 @@ pub async fn move_all(
     let names: Vec<&str> = expected.keys().map(String::as_str).collect();
     let tx_ids: Vec<i64> = expected.values().map(|p| p.tx_id).collect();
     let global_ids: Vec<i64> = expected.values().map(|p| p.global_id).collect();
-    type FoundRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>);
     let rows: Vec<FoundRow> = sqlx::query_as(
         "WITH locked AS ( \
              SELECT name, tx_id, global_id, updated_at FROM feed_checkpoints \
@@ -136,18 +136,103 @@ pub async fn move_all(
     .bind(to.global_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows
+    Ok(rows.into_iter().map(found).collect())
+}
+
+/// A checkpoint row as [`move_all`] and [`run_gated`] return it.
+type FoundRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>);
+
+fn found((name, tx_id, global_id, written, rewritten): FoundRow) -> (String, Found) {
+    let position = Position { tx_id, global_id };
+    (
+        name,
+        Found {
+            position,
+            written,
+            rewritten,
+        },
+    )
+}
+
+/// The gate of a statement begun by [`gated_move`]: whether every checkpoint stood where
+/// expected and was last written when expected.
+const GATE: &str = "(SELECT ok FROM ckpt_gate)";
+
+/// Begins a batch's one statement (no transaction around it): it locks the checkpoints named in
+/// `expected` (in name order) and checks that each stands where `expected` says and was last
+/// written at `written`, which is when this runner last wrote it. If all do (the gate), nobody
+/// else applied a batch since this runner's last one, and it moves them forward to `to` (never
+/// back). Every part added after this runs only under the gate. `None` when `written` lacks a
+/// checkpoint of `expected`.
+pub fn gated_move(
+    expected: &BTreeMap<String, Position>,
+    written: &BTreeMap<String, DateTime<Utc>>,
+    to: Position,
+) -> Result<Option<BatchWrite>, ProjectionError> {
+    let Some(writes) = expected
+        .keys()
+        .map(|name| written.get(name).copied())
+        .collect::<Option<Vec<DateTime<Utc>>>>()
+    else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let tx_ids: Vec<i64> = expected.values().map(|p| p.tx_id).collect();
+    let global_ids: Vec<i64> = expected.values().map(|p| p.global_id).collect();
+    let mut write = BatchWrite::new(GATE);
+    write.bind(&names)?;
+    write.bind(&tx_ids)?;
+    write.bind(&global_ids)?;
+    write.bind(&writes)?;
+    write.bind(to.tx_id)?;
+    write.bind(to.global_id)?;
+    write.cte(
+        "ckpt_locked",
+        "SELECT name, tx_id, global_id, updated_at FROM feed_checkpoints \
+         WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+        0,
+    );
+    write.cte(
+        "ckpt_gate",
+        "SELECT count(*) = cardinality($1::text[]) \
+                AND COALESCE(bool_and((l.tx_id, l.global_id) = (e.tx_id, e.global_id) \
+                                      AND l.updated_at = e.written), false) AS ok \
+         FROM ckpt_locked l \
+         JOIN UNNEST($1::text[], $2::int8[], $3::int8[], $4::timestamptz[]) \
+             AS e(name, tx_id, global_id, written) ON e.name = l.name",
+        0,
+    );
+    write.cte(
+        "ckpt_moved",
+        "UPDATE feed_checkpoints c SET tx_id = $5, global_id = $6, updated_at = now() \
+         FROM ckpt_locked l \
+         WHERE c.name = l.name AND (l.tx_id, l.global_id) < ($5, $6) AND {gate} \
+         RETURNING c.name, c.updated_at",
+        0,
+    );
+    Ok(Some(write))
+}
+
+/// Runs a statement begun by [`gated_move`], in one round trip. Returns the checkpoints as they
+/// stood, and whether the gate held (then the statement moved them and wrote every part).
+pub async fn run_gated(
+    conn: &mut PgConnection,
+    write: BatchWrite,
+) -> Result<(BTreeMap<String, Found>, bool), sqlx::Error> {
+    let (sql, args) = write.finish(
+        "SELECT l.name, l.tx_id, l.global_id, l.updated_at, \
+                COALESCE(m.updated_at, l.updated_at), (SELECT ok FROM ckpt_gate) \
+         FROM ckpt_locked l LEFT JOIN ckpt_moved m ON m.name = l.name ORDER BY l.name",
+    );
+    // A checkpoint row, and whether the gate held.
+    type GatedRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>, bool);
+    let rows: Vec<GatedRow> = sqlx::query_as_with(&sql, args).fetch_all(conn).await?;
+    let held = !rows.is_empty() && rows.iter().all(|row| row.5);
+    let found = rows
         .into_iter()
-        .map(|(name, tx_id, global_id, written, rewritten)| {
-            let position = Position { tx_id, global_id };
-            (
-                name,
-                Found {
-                    position,
-                    written,
-                    rewritten,
-                },
-            )
+        .map(|(name, tx_id, global_id, written, rewritten, _)| {
+            found((name, tx_id, global_id, written, rewritten))
         })
-        .collect())
+        .collect();
+    Ok((found, held))
 }
