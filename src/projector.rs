@@ -165,7 +165,10 @@ async fn write_in_one_statement<P: Projection>(
     let mut loaded = loaded.into_iter();
     for projection in group {
         let states = match projection.state_table() {
-            Some(_) => loaded.next().unwrap_or_default(),
+            Some(_) => match loaded.next() {
+                Some(states) => states,
+                None => return Ok(None),
+            },
             None => LoadedStates::new(),
         };
         let events = past(projection, batch.events, batch.at);
