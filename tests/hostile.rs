@@ -12,7 +12,7 @@ use approval_ledger::http::auth::signature;
 use common::{expect_error, purchase_order, settings_with_broker, TestApp, TestDb, ERP_SECRET};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -107,7 +107,22 @@ fn sample<T: std::fmt::Debug>(runner: &mut TestRunner, strategy: &impl Strategy<
 async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
     let app = TestApp::spawn().await;
     let id = app.submit_ok(&purchase_order("PO-REAL")).await;
-    let mut runner = TestRunner::new(Config::with_cases(1));
+    // A new seed each run, to cover more ground over time; printed, and in every failure, so a
+    // run that finds something can be replayed with HOSTILE_SEED.
+    let seed: u64 = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("hostile input: HOSTILE_SEED={seed}");
+    let mut runner = TestRunner::new_with_rng(
+        Config::with_cases(1),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4)),
+    );
     let routes: Vec<(Method, String, bool)> = vec![
         (Method::POST, "/v1/systems/erp/requests".into(), true),
         (
@@ -167,7 +182,7 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
             *statuses.entry(status.as_u16()).or_default() += 1;
             assert!(
                 !status.is_server_error(),
-                "{method} {path} answered {status} to {:?}",
+                "{method} {path} answered {status} to {:?} (HOSTILE_SEED={seed})",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
             );
         }
@@ -189,7 +204,10 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
             format!("/v1/devices/{}", urlencode(&junk)),
         ] {
             let status = app.get_as("alice", &path).await.status();
-            assert!(!status.is_server_error(), "GET {path} answered {status}");
+            assert!(
+                !status.is_server_error(),
+                "GET {path} answered {status} (HOSTILE_SEED={seed})"
+            );
         }
     }
     assert!(
