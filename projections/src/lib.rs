@@ -144,7 +144,7 @@ pub trait Projection: Send + Sync + 'static {
     /// Where it keeps one folded state per request, if it does: the table (schema-qualified) and
     /// its request-id column, each row's state in a `jsonb` column named `state`. A runner can
     /// then read the states a batch needs in the same statement as the batch and hand them to
-    /// [`Projection::apply`].
+    /// [`Projection::write`] (or [`Projection::apply`]).
     fn state_table(&self) -> Option<(&str, &'static str)> {
         None
     }

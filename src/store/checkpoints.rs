@@ -1,6 +1,7 @@
-//! Where each reader of the feed stands. A reader locks its row at the start of the transaction
-//! that applies a batch and moves it in the same transaction, so the effect and the checkpoint
-//! commit together, and a second instance of the same reader waits instead of applying twice.
+//! Where each reader of the feed stands. A reader locks its row where it applies a batch, at the
+//! start of the transaction or in the one statement that writes the batch ([`gated_move`]), and
+//! moves it there, so the effect and the checkpoint commit together, and a second instance of the
+//! same reader waits instead of applying twice.
 
 use std::collections::BTreeMap;
 
