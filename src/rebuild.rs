@@ -192,7 +192,7 @@ async fn build_and_swap<P: Projection>(
         .await
         {
             Ok(done) => break done,
-            Err(e) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
+            Err(e) if is_lock_conflict(&e) && attempt < SWAP_ATTEMPTS => {
                 tracing::info!(
                     projection = name,
                     attempt,
@@ -200,7 +200,7 @@ async fn build_and_swap<P: Projection>(
                 );
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
-            Err(e) if is_lock_timeout(&e) => return Err(RebuildError::Locked(name)),
+            Err(e) if is_lock_conflict(&e) => return Err(RebuildError::Locked(name)),
             Err(e) => return Err(e),
         }
     };
@@ -262,13 +262,17 @@ async fn swap<P: Projection>(
     Ok((at, caught_up))
 }
 
-/// Whether `e` is PostgreSQL giving up on a lock (`lock_timeout`).
-fn is_lock_timeout(e: &RebuildError) -> bool {
+/// Whether `e` is PostgreSQL giving up on a lock: `lock_timeout`, or a deadlock it broke by
+/// cancelling the swap. The live runner's one-statement batch takes its row locks on the read
+/// models' tables before it waits for the checkpoint the swap holds; the swap then waits for the
+/// tables. PostgreSQL cancels the one that waited longer, almost always the runner, which
+/// retries; when it is the swap, the swap is tried again like after a lock timeout.
+fn is_lock_conflict(e: &RebuildError) -> bool {
     let sql = match e {
         RebuildError::Database(sql) | RebuildError::Projection(ProjectionError::Database(sql)) => {
             sql
         }
         _ => return false,
     };
-    matches!(sql, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+    matches!(sql, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "40P01")))
 }
