@@ -207,11 +207,11 @@ async fn apply_in_a_transaction<P: Projection>(
         .await?;
     // The checkpoints are locked and moved first, in one round trip; if another instance moved
     // them, the batch is rolled back.
-    let found = checkpoints::move_all(&mut tx, at, last).await?;
-    let stored = positions(&found);
-    if stored != *at {
+    let lock = checkpoints::lock_and_move(at, last)?;
+    let (found, held) = checkpoints::run_gated(&mut tx, lock).await?;
+    if !held {
         tx.rollback().await?;
-        return Ok(Step::Moved(stored));
+        return Ok(Step::Moved(positions(&found)));
     }
     for projection in group {
         let events = past(projection, events, at);
@@ -241,7 +241,7 @@ fn applied(
         full,
         written: found
             .into_iter()
-            .map(|(name, f)| (name, f.rewritten))
+            .map(|(name, f)| (name, f.written))
             .collect(),
         one_statement,
     }

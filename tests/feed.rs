@@ -344,7 +344,7 @@ async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_r
     assert!(held);
     let (now_at, rewritten) = checkpoint(&pool, LookupProjection::NAME).await;
     assert_eq!(now_at, last);
-    assert_eq!(found[LookupProjection::NAME].rewritten, rewritten);
+    assert_eq!(found[LookupProjection::NAME].written, rewritten);
     assert!(rewritten > written);
     assert_eq!(lookup_rows(&pool).await, 1);
 

@@ -45,10 +45,9 @@ pub async fn read_states(
 /// Folds the batch into `stored`, the stored states of its requests (a request missing from
 /// them has none yet).
 pub fn fold_batch(events: &[FeedEvent], stored: LoadedStates) -> Result<Folded, ProjectionError> {
-    let rows = stored;
     let mut folded = Folded::default();
     let mut touched = HashSet::new();
-    for (id, state) in rows {
+    for (id, state) in stored {
         folded.states.insert(id, serde_json::from_value(state)?);
     }
     for (index, event) in events.iter().enumerate() {

@@ -12,8 +12,8 @@
 //! - [`lookup`]: a system's reference to its request, for reconciliation.
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
 //!   need it. It folds with the aggregate's own `apply`, so no rule is written twice.
-//!
 //! - [`write`]: one statement for a whole batch, each projection's writes a part of it.
+//!
 //! - [`aside`]: copies of a projection's tables in another schema, filled by a rebuild and
 //!   swapped in for the live ones.
 //!

@@ -39,7 +39,7 @@ impl BatchWrite {
     {
         self.args
             .add(value)
-            .map_err(|e| ProjectionError::Inconsistent(format!("cannot bind an argument: {e}")))
+            .map_err(|e| ProjectionError::Database(sqlx::Error::Encode(e)))
     }
 
     /// Adds `name AS (part)`, where `part`'s placeholders `$1`, `$2`, ... are the arguments bound

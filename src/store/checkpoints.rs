@@ -1,7 +1,7 @@
 //! Where each reader of the feed stands. A reader locks its row where it applies a batch, at the
-//! start of the transaction or in the one statement that writes the batch ([`gated_move`]), and
-//! moves it there, so the effect and the checkpoint commit together, and a second instance of the
-//! same reader waits instead of applying twice.
+//! start of the transaction ([`lock_and_move`]) or in the one statement that writes the batch
+//! ([`gated_move`]), and moves it there, so the effect and the checkpoint commit together, and a
+//! second instance of the same reader waits instead of applying twice.
 
 use std::collections::BTreeMap;
 
@@ -89,82 +89,26 @@ pub async fn advance(conn: &mut PgConnection, name: &str, to: Position) -> Resul
     Ok(())
 }
 
-/// A checkpoint as [`move_all`] found it, and when it was last written before and after.
+/// A checkpoint as a batch's statement ([`run_gated`]) found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {
     /// Where it stood.
     pub position: Position,
-    /// When it had last been written (`updated_at`).
+    /// When it was last written once the statement ran (`updated_at`): by the statement itself
+    /// when it moved it, else as before.
     pub written: DateTime<Utc>,
-    /// When it was last written once the statement ran: the statement's own write, or as before
-    /// when it was not moved.
-    pub rewritten: DateTime<Utc>,
 }
 
-/// Locks the checkpoints named in `expected` (in name order, so two lockers never deadlock) until
-/// the end of the transaction `conn` is in and, those that still stand where `expected` says,
-/// moves forward to `to` (never back). One round trip at the start of a batch's transaction: the
-/// move commits or rolls back with the batch. Returns the checkpoints as they stood: when their
-/// positions differ from `expected`, another instance moved them and the caller rolls back.
-pub async fn move_all(
-    conn: &mut PgConnection,
-    expected: &BTreeMap<String, Position>,
-    to: Position,
-) -> Result<BTreeMap<String, Found>, sqlx::Error> {
-    let names: Vec<&str> = expected.keys().map(String::as_str).collect();
-    let tx_ids: Vec<i64> = expected.values().map(|p| p.tx_id).collect();
-    let global_ids: Vec<i64> = expected.values().map(|p| p.global_id).collect();
-    let rows: Vec<FoundRow> = sqlx::query_as(
-        "WITH locked AS ( \
-             SELECT name, tx_id, global_id, updated_at FROM feed_checkpoints \
-             WHERE name = ANY($1) ORDER BY name FOR UPDATE \
-         ), moved AS ( \
-             UPDATE feed_checkpoints c SET tx_id = $4, global_id = $5, updated_at = now() \
-             FROM locked l, UNNEST($1::text[], $2::int8[], $3::int8[]) AS e(name, tx_id, global_id) \
-             WHERE c.name = l.name AND l.name = e.name \
-               AND (l.tx_id, l.global_id) = (e.tx_id, e.global_id) \
-               AND (l.tx_id, l.global_id) < ($4, $5) \
-             RETURNING c.name, c.updated_at \
-         ) \
-         SELECT l.name, l.tx_id, l.global_id, l.updated_at, \
-                COALESCE(m.updated_at, l.updated_at) \
-         FROM locked l LEFT JOIN moved m ON m.name = l.name ORDER BY l.name",
-    )
-    .bind(&names)
-    .bind(&tx_ids)
-    .bind(&global_ids)
-    .bind(to.tx_id)
-    .bind(to.global_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(found).collect())
-}
-
-/// A checkpoint row as [`move_all`] and [`run_gated`] return it.
-type FoundRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>);
-
-fn found((name, tx_id, global_id, written, rewritten): FoundRow) -> (String, Found) {
-    let position = Position { tx_id, global_id };
-    (
-        name,
-        Found {
-            position,
-            written,
-            rewritten,
-        },
-    )
-}
-
-/// The gate of a statement begun by [`gated_move`]: whether every checkpoint stood where
-/// expected and was last written when expected.
+/// The gate of a batch's statement ([`begin`]): whether every checkpoint stood where expected
+/// (and, where asked, was last written when expected).
 const GATE: &str = "(SELECT ok FROM ckpt_gate)";
 
-/// Begins a batch's one statement (no transaction around it): it locks the checkpoints named in
-/// `expected` (in name order) and checks that each stands where `expected` says and was last
-/// written at `written`, which is when this runner last wrote it. If all do (the gate), nobody
-/// else applied a batch since this runner's last one, and it moves them forward to `to` (never
-/// back). Every part added after this runs only under the gate. `None` when `written` lacks a
-/// checkpoint of `expected`.
+/// Begins a batch's one statement, with no transaction around it: it locks the checkpoints named
+/// in `expected` and checks that each stands where `expected` says and was last written at
+/// `written`, which is when this runner last wrote it. If all do (the gate), nobody else applied a
+/// batch since this runner's last one, and it moves them forward to `to` (never back). Every part
+/// added after this runs only under the gate. `None` when `written` lacks a checkpoint of
+/// `expected`.
 pub fn gated_move(
     expected: &BTreeMap<String, Position>,
     written: &BTreeMap<String, DateTime<Utc>>,
@@ -172,11 +116,32 @@ pub fn gated_move(
 ) -> Result<Option<BatchWrite>, ProjectionError> {
     let Some(writes) = expected
         .keys()
-        .map(|name| written.get(name).copied())
-        .collect::<Option<Vec<DateTime<Utc>>>>()
+        .map(|name| written.get(name).copied().map(Some))
+        .collect::<Option<Vec<_>>>()
     else {
         return Ok(None);
     };
+    begin(expected, &writes, to).map(Some)
+}
+
+/// Begins a batch's transaction: [`gated_move`] without the check of when the checkpoints were
+/// written. Their rows stay locked until the transaction ends, and the move commits or rolls back
+/// with it.
+pub fn lock_and_move(
+    expected: &BTreeMap<String, Position>,
+    to: Position,
+) -> Result<BatchWrite, ProjectionError> {
+    begin(expected, &vec![None; expected.len()], to)
+}
+
+/// The checkpoints' part of a batch's statement: lock them (in name order, so two lockers never
+/// deadlock), check them against `expected` and, where `writes` has a time, against it (the
+/// gate), and move them to `to` if the gate holds.
+fn begin(
+    expected: &BTreeMap<String, Position>,
+    writes: &[Option<DateTime<Utc>>],
+    to: Position,
+) -> Result<BatchWrite, ProjectionError> {
     let names: Vec<&str> = expected.keys().map(String::as_str).collect();
     let tx_ids: Vec<i64> = expected.values().map(|p| p.tx_id).collect();
     let global_ids: Vec<i64> = expected.values().map(|p| p.global_id).collect();
@@ -184,7 +149,7 @@ pub fn gated_move(
     write.bind(&names)?;
     write.bind(&tx_ids)?;
     write.bind(&global_ids)?;
-    write.bind(&writes)?;
+    write.bind(writes)?;
     write.bind(to.tx_id)?;
     write.bind(to.global_id)?;
     write.cte(
@@ -197,7 +162,8 @@ pub fn gated_move(
         "ckpt_gate",
         "SELECT count(*) = cardinality($1::text[]) \
                 AND COALESCE(bool_and((l.tx_id, l.global_id) = (e.tx_id, e.global_id) \
-                                      AND l.updated_at = e.written), false) AS ok \
+                                      AND (e.written IS NULL OR l.updated_at = e.written)), \
+                             false) AS ok \
          FROM ckpt_locked l \
          JOIN UNNEST($1::text[], $2::int8[], $3::int8[], $4::timestamptz[]) \
              AS e(name, tx_id, global_id, written) ON e.name = l.name",
@@ -211,28 +177,28 @@ pub fn gated_move(
          RETURNING c.name, c.updated_at",
         0,
     );
-    Ok(Some(write))
+    Ok(write)
 }
 
-/// Runs a statement begun by [`gated_move`], in one round trip. Returns the checkpoints as they
+/// Runs a statement begun by [`gated_move`] or [`lock_and_move`], in one round trip. Returns the checkpoints as they
 /// stood, and whether the gate held (then the statement moved them and wrote every part).
 pub async fn run_gated(
     conn: &mut PgConnection,
     write: BatchWrite,
 ) -> Result<(BTreeMap<String, Found>, bool), sqlx::Error> {
     let (sql, args) = write.finish(
-        "SELECT l.name, l.tx_id, l.global_id, l.updated_at, \
-                COALESCE(m.updated_at, l.updated_at), (SELECT ok FROM ckpt_gate) \
+        "SELECT l.name, l.tx_id, l.global_id, COALESCE(m.updated_at, l.updated_at), \
+                (SELECT ok FROM ckpt_gate) \
          FROM ckpt_locked l LEFT JOIN ckpt_moved m ON m.name = l.name ORDER BY l.name",
     );
-    // A checkpoint row, and whether the gate held.
-    type GatedRow = (String, i64, i64, DateTime<Utc>, DateTime<Utc>, bool);
-    let rows: Vec<GatedRow> = sqlx::query_as_with(&sql, args).fetch_all(conn).await?;
-    let held = !rows.is_empty() && rows.iter().all(|row| row.5);
+    let rows: Vec<(String, i64, i64, DateTime<Utc>, bool)> =
+        sqlx::query_as_with(&sql, args).fetch_all(conn).await?;
+    let held = !rows.is_empty() && rows.iter().all(|row| row.4);
     let found = rows
         .into_iter()
-        .map(|(name, tx_id, global_id, written, rewritten, _)| {
-            found((name, tx_id, global_id, written, rewritten))
+        .map(|(name, tx_id, global_id, written, _)| {
+            let position = Position { tx_id, global_id };
+            (name, Found { position, written })
         })
         .collect();
     Ok((found, held))

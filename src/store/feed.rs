@@ -146,8 +146,10 @@ impl Feed {
             let aggregate_id = row.aggregate_id.clone();
             let event = decode(&self.upcasters, row)?;
             canonical &= event.request_id.0.hyphenated().to_string() == aggregate_id;
+            // The states are the last columns, one per table.
+            let first_state = pg_row.len() - states.tables;
             for (i, map) in loaded.iter_mut().enumerate() {
-                let state: Option<Value> = pg_row.try_get(format!("state_{i}").as_str())?;
+                let state: Option<Value> = pg_row.try_get(first_state + i)?;
                 if let Some(state) = state {
                     map.insert(event.request_id.0, state);
                 }
