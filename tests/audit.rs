@@ -130,6 +130,24 @@ async fn an_untouched_ledger_verifies_and_the_database_hashes_as_the_verifier_do
     assert!(checkpoints > 0, "the audit reader wrote checkpoints");
 }
 
+/// The trigger's hash function is inlined by the planner (migration 0005): declared more
+/// volatile than its body allows, it ran as a separate SQL function, parsed and planned again for
+/// every append. The hash it gives is checked against Rust's in the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_hash_is_inlined_into_the_statement_that_calls_it() {
+    let app = TestApp::spawn().await;
+    let plan: Vec<(String,)> = sqlx::query_as(
+        "EXPLAIN (VERBOSE) SELECT ledger_event_hash(ledger_genesis(), 'ApprovalRequest', \
+             gen_random_uuid()::text, 1, 'RequestSubmitted', '1.0', '{}', '{}', \
+             gen_random_uuid(), clock_timestamp())",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let plan: String = plan.into_iter().map(|(line,)| line + "\n").collect();
+    assert!(plan.contains("sha256("), "{plan}");
+    assert!(!plan.contains("ledger_event_hash("), "{plan}");
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_row_append_chains_each_event_to_the_one_before_it() {
     let app = spawn().await;

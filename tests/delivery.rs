@@ -529,6 +529,27 @@ async fn devices_register_and_one_the_provider_reports_unregistered_is_removed()
     })
     .await;
     assert!(gone.is_some(), "the unregistered device is removed");
+    // The device went in the same statement that recorded the outcomes: its job dropped, the
+    // other delivered, the other device kept.
+    let recorded = common::eventually(WAIT, || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT target, status FROM deliveries WHERE channel = 'push' ORDER BY target",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
+        (rows.iter().all(|(_, s)| s != "pending")).then_some(rows)
+    })
+    .await;
+    let expected = [("fresh-token", "delivered"), ("stale-token", "dropped")]
+        .map(|(t, s)| (t.to_owned(), s.to_owned()));
+    assert_eq!(recorded.as_deref(), Some(&expected[..]));
+    let (kept,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM devices WHERE token = 'fresh-token'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1, "the device that took its push is kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,7 +196,7 @@ pub struct Recorded {
     pub forget_device: Option<String>,
 }
 
-/// Records many attempts' outcomes in one transaction.
+/// Records many attempts' outcomes, and removes the devices they found unregistered, in one statement.
 pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -221,9 +221,11 @@ pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error>
         .iter()
         .filter_map(|r| r.forget_device.as_deref())
         .collect();
-    let mut tx = pool.begin().await?;
+    // One statement, so no transaction: the outcomes and the forgotten devices are written
+    // together or not at all, in one round trip (a transaction took four).
     sqlx::query(
-        "UPDATE deliveries d SET status = t.status, last_error = t.error, updated_at = now(), \
+        "WITH forgotten AS (DELETE FROM devices WHERE token = ANY($5)) \
+         UPDATE deliveries d SET status = t.status, last_error = t.error, updated_at = now(), \
              delivered_at = CASE WHEN t.status = 'delivered' THEN now() ELSE d.delivered_at END, \
              next_attempt_at = CASE WHEN t.status = 'pending' \
                  THEN now() + make_interval(secs => t.delay) ELSE d.next_attempt_at END \
@@ -234,17 +236,12 @@ pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error>
     .bind(&statuses)
     .bind(&delays)
     .bind(&errors)
+    .bind(&forgotten)
     // Planned at every call, as the claim is: a plan cached on a small table joins by scanning it.
     .persistent(false)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    if !forgotten.is_empty() {
-        sqlx::query("DELETE FROM devices WHERE token = ANY($1)")
-            .bind(&forgotten)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
+    Ok(())
 }
 
 /// A dead letter, as `dead-letters list` shows it.
