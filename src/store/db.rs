@@ -111,12 +111,37 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// written in one statement, with no transaction to `SET LOCAL` in, commits as cheaply as the
 /// transactions do (decision 0003). Its own connection also keeps the runner from queueing
 /// behind the command path for the shared pool. Connects on first use.
+///
+/// The runner sends a handful of statements again and again, each reaching its rows through an
+/// index. Left to itself, PostgreSQL plans a prepared statement afresh at every call whenever
+/// its first five plans looked cheaper than a generic one; for the one-statement batch that
+/// depended on how large the first batches happened to be, and some runs planned it at every
+/// call, 1.1 ms each, as long again as running it (measured, docs/benchmarks.md). So this
+/// session plans each statement once (`plan_cache_mode = force_generic_plan`) and never by
+/// scanning a table whole (`enable_seqscan = off`). A plan made once is made on the tables as
+/// they are then, and a join's order chosen on near-empty tables can scan the larger one whole
+/// through an index at every call once they have grown (seen with the delivery claim, which is
+/// why only this runner does it): the connection is replaced every [`DERIVED_LIFETIME`], so each
+/// statement is planned again on the tables' current sizes at least that often.
 pub fn connect_derived(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     Ok(PgPoolOptions::new()
         .max_connections(1)
+        .max_lifetime(DERIVED_LIFETIME)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .test_before_acquire(false)
-        .connect_lazy_with(options(settings)?.options([("synchronous_commit", "off")])))
+        .connect_lazy_with(derived_options(settings)?))
+}
+
+/// How long the read models' connection, and the plans it made, live.
+pub const DERIVED_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The session of [`connect_derived`].
+fn derived_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    Ok(options(settings)?.options([
+        ("synchronous_commit", "off"),
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+    ]))
 }
 
 /// Creates the database when missing, connects, applies pending migrations, and checks that the
@@ -148,7 +173,7 @@ pub async fn check_transaction_ids(pool: &PgPool) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_local, options};
+    use super::{connect_derived, derived_options, is_local, options, DERIVED_LIFETIME};
     use crate::config::{DatabaseSettings, Secret};
 
     #[test]
@@ -162,6 +187,37 @@ mod tests {
         let set = options.get_options().unwrap_or_default();
         assert!(set.contains("jit=off"), "{set}");
         assert!(set.contains("statement_timeout=5000"), "{set}");
+    }
+
+    #[test]
+    fn the_read_models_session_commits_lazily_and_plans_once_by_index() {
+        let settings = DatabaseSettings {
+            url: Secret::new("postgres://u@127.0.0.1/x"),
+            max_connections: 1,
+            acquire_timeout_ms: 1,
+        };
+        let options = derived_options(&settings).unwrap();
+        let set = options.get_options().unwrap_or_default();
+        for wanted in [
+            "jit=off",
+            "synchronous_commit=off",
+            "plan_cache_mode=force_generic_plan",
+            "enable_seqscan=off",
+        ] {
+            assert!(set.contains(wanted), "{wanted} in {set}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_read_models_connection_and_its_plans_are_replaced_every_minute() {
+        let settings = DatabaseSettings {
+            url: Secret::new("postgres://u@127.0.0.1/x"),
+            max_connections: 1,
+            acquire_timeout_ms: 1,
+        };
+        let pool = connect_derived(&settings).unwrap();
+        assert_eq!(pool.options().get_max_lifetime(), Some(DERIVED_LIFETIME));
+        assert_eq!(pool.options().get_max_connections(), 1);
     }
 
     #[test]
