@@ -176,13 +176,17 @@ mod tests {
     use super::{connect_derived, derived_options, is_local, options, DERIVED_LIFETIME};
     use crate::config::{DatabaseSettings, Secret};
 
-    #[test]
-    fn the_service_turns_jit_off_and_keeps_what_the_url_asks() {
-        let settings = DatabaseSettings {
-            url: Secret::new("postgres://u@db.internal/x?options=-c%20statement_timeout%3D5000"),
+    fn settings(url: &str) -> DatabaseSettings {
+        DatabaseSettings {
+            url: Secret::new(url),
             max_connections: 1,
             acquire_timeout_ms: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn the_service_turns_jit_off_and_keeps_what_the_url_asks() {
+        let settings = settings("postgres://u@db.internal/x?options=-c%20statement_timeout%3D5000");
         let options = options(&settings).unwrap();
         let set = options.get_options().unwrap_or_default();
         assert!(set.contains("jit=off"), "{set}");
@@ -191,11 +195,7 @@ mod tests {
 
     #[test]
     fn the_read_models_session_commits_lazily_and_plans_once_by_index() {
-        let settings = DatabaseSettings {
-            url: Secret::new("postgres://u@127.0.0.1/x"),
-            max_connections: 1,
-            acquire_timeout_ms: 1,
-        };
+        let settings = settings("postgres://u@127.0.0.1/x");
         let options = derived_options(&settings).unwrap();
         let set = options.get_options().unwrap_or_default();
         for wanted in [
@@ -210,11 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_read_models_connection_and_its_plans_are_replaced_every_minute() {
-        let settings = DatabaseSettings {
-            url: Secret::new("postgres://u@127.0.0.1/x"),
-            max_connections: 1,
-            acquire_timeout_ms: 1,
-        };
+        let settings = settings("postgres://u@127.0.0.1/x");
         let pool = connect_derived(&settings).unwrap();
         assert_eq!(pool.options().get_max_lifetime(), Some(DERIVED_LIFETIME));
         assert_eq!(pool.options().get_max_connections(), 1);
