@@ -208,10 +208,18 @@ async fn lead(ctx: &RelayContext, stop: &CancellationToken) -> Option<PgConnecti
                 if let Ok((true,)) = held {
                     // The checkpoint moves on this connection. Losing its last update in a crash
                     // only republishes a batch (at least once), so it need not wait for the disk.
-                    if sqlx::query("SET synchronous_commit = off")
-                        .execute(&mut conn)
-                        .await
-                        .is_ok()
+                    // Its few statements each read one table by an index condition on their own
+                    // values, so each is planned once for the connection's life rather than at
+                    // every batch (docs/benchmarks.md): no join whose order a plan made on a
+                    // young ledger could get wrong as the tables grow.
+                    if sqlx::query(
+                        "SELECT set_config('synchronous_commit', 'off', false), \
+                                set_config('plan_cache_mode', 'force_generic_plan', false), \
+                                set_config('enable_seqscan', 'off', false)",
+                    )
+                    .execute(&mut conn)
+                    .await
+                    .is_ok()
                     {
                         return Some(conn);
                     }
