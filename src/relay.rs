@@ -194,7 +194,12 @@ async fn redeclare(ctx: &RelayContext, connection: &lapin::Connection) {
 
 /// Waits until this instance holds the relay's lock; `None` once `stop` is cancelled.
 async fn lead(ctx: &RelayContext, stop: &CancellationToken) -> Option<PgConnection> {
-    let options = ctx.pool.connect_options();
+    // The checkpoint moves on this connection. Losing its last update in a crash only
+    // republishes a batch (at least once), so it need not wait for the disk. Its few statements
+    // each read one table by an index condition on their own values, so each is planned once for
+    // the connection's life rather than at every batch (docs/benchmarks.md): no join whose order
+    // a plan made on a young ledger could get wrong as the tables grow.
+    let options = store::db::background_session((*ctx.pool.connect_options()).clone());
     loop {
         if stop.is_cancelled() {
             return None;
@@ -206,23 +211,7 @@ async fn lead(ctx: &RelayContext, stop: &CancellationToken) -> Option<PgConnecti
                     .fetch_one(&mut conn)
                     .await;
                 if let Ok((true,)) = held {
-                    // The checkpoint moves on this connection. Losing its last update in a crash
-                    // only republishes a batch (at least once), so it need not wait for the disk.
-                    // Its few statements each read one table by an index condition on their own
-                    // values, so each is planned once for the connection's life rather than at
-                    // every batch (docs/benchmarks.md): no join whose order a plan made on a
-                    // young ledger could get wrong as the tables grow.
-                    if sqlx::query(
-                        "SELECT set_config('synchronous_commit', 'off', false), \
-                                set_config('plan_cache_mode', 'force_generic_plan', false), \
-                                set_config('enable_seqscan', 'off', false)",
-                    )
-                    .execute(&mut conn)
-                    .await
-                    .is_ok()
-                    {
-                        return Some(conn);
-                    }
+                    return Some(conn);
                 }
                 let _ = conn.close().await;
             }

@@ -148,6 +148,7 @@ async fn the_event_hash_is_inlined_into_the_statement_that_calls_it() {
     assert!(plan.contains("sha256("), "{plan}");
     assert!(!plan.contains("ledger_event_hash("), "{plan}");
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_row_append_chains_each_event_to_the_one_before_it() {
     let app = spawn().await;

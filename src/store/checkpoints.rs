@@ -180,8 +180,9 @@ fn begin(
     Ok(write)
 }
 
-/// Runs a statement begun by [`gated_move`] or [`lock_and_move`], in one round trip. Returns the checkpoints as they
-/// stood, and whether the gate held (then the statement moved them and wrote every part).
+/// Runs a statement begun by [`gated_move`] or [`lock_and_move`], in one round trip. Returns the
+/// checkpoints as they stood, and whether the gate held (then the statement moved them and wrote
+/// every part).
 pub async fn run_gated(
     conn: &mut PgConnection,
     write: BatchWrite,

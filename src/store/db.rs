@@ -121,8 +121,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// scanning a table whole (`enable_seqscan = off`). A plan made once is made on the tables as
 /// they are then, and a join's order chosen on near-empty tables can scan the larger one whole
 /// through an index at every call once they have grown (seen with the delivery claim, which is
-/// why only this runner does it): the connection is replaced every [`DERIVED_LIFETIME`], so each
-/// statement is planned again on the tables' current sizes at least that often.
+/// why only this runner and the relay's leader, whose reads join nothing, do it): the connection
+/// is replaced every [`DERIVED_LIFETIME`], so each statement is planned again on the tables'
+/// current sizes at least that often.
 pub fn connect_derived(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     Ok(PgPoolOptions::new()
         .max_connections(1)
@@ -137,11 +138,19 @@ pub const DERIVED_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The session of [`connect_derived`].
 fn derived_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
-    Ok(options(settings)?.options([
+    Ok(background_session(options(settings)?))
+}
+
+/// `options` for a background reader of the feed that sends a fixed few statements, each reaching
+/// its rows through an index, and whose writes a crash may lose without harm (derived data, or a
+/// checkpoint whose loss only repeats work): its commits do not wait for the disk, and each
+/// statement is planned once and never by scanning a table whole (see [`connect_derived`]).
+pub fn background_session(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([
         ("synchronous_commit", "off"),
         ("plan_cache_mode", "force_generic_plan"),
         ("enable_seqscan", "off"),
-    ]))
+    ])
 }
 
 /// Creates the database when missing, connects, applies pending migrations, and checks that the

@@ -196,7 +196,8 @@ pub struct Recorded {
     pub forget_device: Option<String>,
 }
 
-/// Records many attempts' outcomes, and removes the devices they found unregistered, in one statement.
+/// Records many attempts' outcomes, and removes the devices they found unregistered, in one
+/// statement.
 pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
