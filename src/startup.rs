@@ -70,8 +70,9 @@ impl Roles {
 pub struct Application {
     port: Option<u16>,
     pool: PgPool,
-    /// The read models' own connection, when this process runs them.
-    derived: Option<PgPool>,
+    /// The pools of the worker's own sessions (the read models', the delivery pipeline's), when
+    /// this process runs them.
+    own_pools: Vec<PgPool>,
     stop: CancellationToken,
     server: Option<(
         actix_web::dev::ServerHandle,
@@ -114,7 +115,7 @@ impl Application {
         let mut tasks = vec![];
         let idle = Duration::from_millis(settings.feed.poll_interval_ms);
         let mut broker_task = None;
-        let mut derived = None;
+        let mut own_pools = vec![];
         let mut probe = BrokerProbe::Address(broker_address(settings.broker.url.expose()));
 
         if roles.worker {
@@ -136,13 +137,16 @@ impl Application {
             let systems = Arc::new(settings.systems.clone());
             let jobs = JobSignal::default();
             let topology = broker.topology().clone();
+            let delivery = db::connect_delivery(&settings.database)
+                .context("cannot prepare the delivery pipeline's connections")?;
+            own_pools.push(delivery.clone());
             let legacy = Arc::new(LegacySync {
-                pool: pool.clone(),
+                pool: delivery.clone(),
                 systems: systems.clone(),
                 jobs: jobs.clone(),
             });
             let push = Arc::new(Push {
-                pool: pool.clone(),
+                pool: delivery.clone(),
                 jobs: jobs.clone(),
             });
             tasks.push(tokio::spawn(handlers::consume(
@@ -171,7 +175,7 @@ impl Application {
             ));
             tasks.push(tokio::spawn(
                 Scheduler {
-                    pool: pool.clone(),
+                    pool: delivery,
                     settings: settings.delivery.clone(),
                     systems,
                     push: settings.push.clone(),
@@ -182,7 +186,7 @@ impl Application {
             ));
             let read_models = db::connect_derived(&settings.database)
                 .context("cannot prepare the read models' connection")?;
-            derived = Some(read_models.clone());
+            own_pools.push(read_models.clone());
             let ctx = RunnerContext {
                 pool: read_models,
                 feed: settings.feed.clone(),
@@ -278,7 +282,7 @@ impl Application {
         Ok(Self {
             port,
             pool,
-            derived,
+            own_pools,
             stop,
             server,
             tasks,
@@ -326,8 +330,8 @@ impl Application {
                 tracing::warn!(error = %e, "the broker supervisor ended badly");
             }
         }
-        if let Some(derived) = self.derived {
-            derived.close().await;
+        for pool in self.own_pools {
+            pool.close().await;
         }
         self.pool.close().await;
         Ok(())

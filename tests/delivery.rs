@@ -651,3 +651,128 @@ async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_
             .unwrap();
     assert_eq!(pushes, "dinas-phone", "the requester's phone is told");
 }
+
+/// How many rows of `table` the current transaction has read so far, by any scan.
+async fn rows_read(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
+    let (read,): (i64,) = sqlx::query_as(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) \
+         FROM pg_stat_xact_user_tables WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_pipelines_plans_made_on_empty_tables_read_only_what_they_name_once_full() {
+    use approval_ledger::store::{db, deliveries, devices, events};
+    use sqlx::Connection as _;
+    use std::collections::HashMap;
+
+    let test_db = common::TestDb::new();
+    let settings = common::settings_for(&test_db, &[]);
+    let pool = db::prepare(&settings.database).await.unwrap();
+    // The delivery pipeline's session plans each statement once, at its first use: here, on
+    // empty tables that statistics say are empty (the worst case: on a new ledger, or at the start
+    // of a burst of jobs after the table was analyzed empty).
+    sqlx::query("ANALYZE deliveries, events, devices")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let planned = db::connect_delivery(&settings.database).unwrap();
+    let mut conn = planned.acquire().await.unwrap();
+    let nobody = Uuid::new_v4();
+    let outcome = |id| deliveries::Recorded {
+        id,
+        state: deliveries::JobState::Delivered,
+        error: None,
+        forget_device: None,
+    };
+    assert!(deliveries::claim(&mut *conn, 10, 30.0)
+        .await
+        .unwrap()
+        .is_empty());
+    deliveries::record(&mut *conn, &[outcome(-1)])
+        .await
+        .unwrap();
+    assert!(events::histories(&mut *conn, &HashMap::from([(nobody, 5)]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(devices::of_users(&mut *conn, &["nobody".into()])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Then the tables fill: 20,000 due jobs (a few callbacks among the pushes), 4,000 events of
+    // 1,000 requests (fewer: the append trigger's own look-up, planned on the empty table too,
+    // makes a larger insert slow), 5,000 devices.
+    let committed_at = chrono::Utc::now();
+    let jobs: Vec<deliveries::NewJob> = (0..20_000)
+        .map(|i| deliveries::NewJob {
+            channel: if i % 100 == 0 {
+                deliveries::Channel::Callback
+            } else {
+                deliveries::Channel::Push
+            },
+            event_id: Uuid::new_v4(),
+            request_id: Uuid::new_v4(),
+            sequence: 1,
+            target: format!("device-{i}"),
+            body: json!({}),
+            committed_at,
+        })
+        .collect();
+    assert_eq!(deliveries::create(&pool, &jobs).await.unwrap(), 20_000);
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         SELECT 'ApprovalRequest', 'filler-' || (i / 4), i % 4 + 1, 'Filler', '1.0', '{}', '{}' \
+         FROM generate_series(0, 3999) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO devices (token, user_id, platform) \
+         SELECT 'token-' || i, 'user-' || i, 'android' FROM generate_series(1, 5000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // The same plans, on the same connection, now read only the rows their statement names.
+    let mut tx = conn.begin().await.unwrap();
+    let claimed = deliveries::claim(&mut *tx, 10, 30.0).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    let claim_read = rows_read(&mut tx, "deliveries").await;
+    let outcomes: Vec<_> = claimed.iter().map(|job| outcome(job.id)).collect();
+    deliveries::record(&mut *tx, &outcomes).await.unwrap();
+    let record_read = rows_read(&mut tx, "deliveries").await - claim_read;
+    let history = events::histories(&mut *tx, &HashMap::from([(nobody, 5)]))
+        .await
+        .unwrap();
+    assert!(history.is_empty());
+    let histories_read = rows_read(&mut tx, "events").await;
+    let found = devices::of_users(&mut *tx, &["user-7".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let devices_read = rows_read(&mut tx, "devices").await;
+    tx.rollback().await.unwrap();
+    drop(conn);
+    planned.close().await;
+    pool.close().await;
+
+    // A plan that joined the other way round, or scanned, would read thousands.
+    let read = format!(
+        "rows read: claim {claim_read}, record {record_read}, histories {histories_read}, \
+         devices {devices_read}"
+    );
+    assert!(claim_read <= 100, "the claim of 10 jobs: {read}");
+    assert!(record_read <= 100, "10 outcomes: {read}");
+    assert!(histories_read <= 10, "a missing request's history: {read}");
+    assert!(devices_read <= 10, "one user's devices: {read}");
+}

@@ -146,12 +146,47 @@ fn derived_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbEr
 /// checkpoint whose loss only repeats work): its commits do not wait for the disk, and each
 /// statement is planned once and never by scanning a table whole (see [`connect_derived`]).
 pub fn background_session(options: PgConnectOptions) -> PgConnectOptions {
+    planned_once(options).options([("synchronous_commit", "off")])
+}
+
+/// `options` for a session whose statements are each planned once, at their first use on the
+/// connection, and never by scanning a table whole. Only for statements whose every table is
+/// reached through an index condition on the statement's own values, whatever order the planner
+/// joins them in (see [`connect_delivery`]).
+fn planned_once(options: PgConnectOptions) -> PgConnectOptions {
     options.options([
-        ("synchronous_commit", "off"),
         ("plan_cache_mode", "force_generic_plan"),
         ("enable_seqscan", "off"),
     ])
 }
+
+/// A pool for the delivery pipeline: the consumers that turn events into jobs, and the scheduler
+/// that claims, sends and records them. Connects on first use.
+///
+/// They send a fixed few statements hundreds of times a second, and PostgreSQL planned each of
+/// them afresh at every call: the claim and the outcomes' update were sent unnamed for that, and
+/// the histories' read and the devices' read kept custom plans; 1 ms of planning per statement in
+/// some cases, a tenth of PostgreSQL's CPU at 300 commands/s (measured, docs/benchmarks.md). This
+/// session plans each statement once, like the read models' ([`connect_derived`]). A plan made
+/// once is made on the tables as they are then, often empty (`deliveries` on a new ledger, or at
+/// the start of a burst): the statements are written so that no plan can read more than the rows
+/// they name, whatever the tables' sizes (each table is reached through an index condition on the
+/// statement's own values, or a lateral read per wanted row), and tests/delivery.rs checks it on
+/// plans made on empty tables and run on full ones. The connections are still replaced every
+/// [`DERIVED_LIFETIME`]. Commits wait for the disk as everywhere else: a job must be durable
+/// before the message that made it is acknowledged, and an outcome before it is forgotten.
+pub fn connect_delivery(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(DELIVERY_CONNECTIONS)
+        .max_lifetime(DERIVED_LIFETIME)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .test_before_acquire(false)
+        .connect_lazy_with(planned_once(options(settings)?)))
+}
+
+/// The delivery pipeline's connections: one each for the two consumers, the scheduler's claims
+/// and its recorder of outcomes.
+pub const DELIVERY_CONNECTIONS: u32 = 4;
 
 /// Creates the database when missing, connects, applies pending migrations, and checks that the
 /// event store belongs to this server's transaction-id history.

@@ -139,12 +139,23 @@ pub async fn create(
 /// back when its lease ends. A callback waits while an earlier event of its request still has a
 /// pending or dead callback to the same system, so a request's events never overtake each other.
 ///
-/// Planned afresh at every call (an unnamed statement): a plan cached while the table was small
-/// (a fresh ledger) scans it whole, and the per-request check inside scans it again for every
-/// row: quadratic, seconds per claim once thousands of jobs wait (measured in the benchmark).
-pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job>, sqlx::Error> {
+/// Written so that no plan can read more than the jobs it claims, whatever the table's size when
+/// it was planned (the delivery pool plans once, `db::connect_delivery`): the due jobs come in
+/// order from their own index, the per-request check is one index probe per candidate, and the
+/// update reaches the claimed rows by their ids (`= ANY` of the locked ids), not by a join whose
+/// order a plan made on an empty table chose. A join there once read the whole primary key at
+/// every claim: 51 ms a claim (docs/benchmarks.md).
+pub async fn claim(
+    executor: impl sqlx::PgExecutor<'_>,
+    limit: i64,
+    lease_secs: f64,
+) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(
-        "WITH due AS ( \
+        "UPDATE deliveries j \
+            SET attempts = j.attempts + 1, \
+                next_attempt_at = now() + make_interval(secs => $2), \
+                updated_at = now() \
+          WHERE j.id = ANY(ARRAY( \
              SELECT d.id FROM deliveries d \
              WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
                AND NOT (d.channel = 'callback' AND EXISTS ( \
@@ -154,19 +165,13 @@ pub async fn claim(pool: &PgPool, limit: i64, lease_secs: f64) -> Result<Vec<Job
                      AND e.status IN ('pending', 'dead'))) \
              ORDER BY d.next_attempt_at, d.id \
              LIMIT $1 \
-             FOR UPDATE SKIP LOCKED) \
-         UPDATE deliveries j \
-            SET attempts = j.attempts + 1, \
-                next_attempt_at = now() + make_interval(secs => $2), \
-                updated_at = now() \
-           FROM due WHERE j.id = due.id \
+             FOR UPDATE SKIP LOCKED)) \
          RETURNING j.id, j.channel, j.event_id, j.request_id, j.sequence, j.target, j.body, \
                    j.attempts, j.committed_at",
     )
     .bind(limit)
     .bind(lease_secs)
-    .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }
 
@@ -197,8 +202,12 @@ pub struct Recorded {
 }
 
 /// Records many attempts' outcomes, and removes the devices they found unregistered, in one
-/// statement.
-pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error> {
+/// statement. The jobs are reached by their ids (`= ANY`) as well as joined to their outcomes, so
+/// that whichever side a plan made once puts first, it reads only these jobs (see [`claim`]).
+pub async fn record(
+    executor: impl sqlx::PgExecutor<'_>,
+    rows: &[Recorded],
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -231,16 +240,14 @@ pub async fn record(pool: &PgPool, rows: &[Recorded]) -> Result<(), sqlx::Error>
              next_attempt_at = CASE WHEN t.status = 'pending' \
                  THEN now() + make_interval(secs => t.delay) ELSE d.next_attempt_at END \
          FROM UNNEST($1::int8[], $2::text[], $3::float8[], $4::text[]) AS t(id, status, delay, error) \
-         WHERE d.id = t.id",
+         WHERE d.id = t.id AND d.id = ANY($1)",
     )
     .bind(&ids)
     .bind(&statuses)
     .bind(&delays)
     .bind(&errors)
     .bind(&forgotten)
-    // Planned at every call, as the claim is: a plan cached on a small table joins by scanning it.
-    .persistent(false)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

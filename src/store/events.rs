@@ -49,6 +49,11 @@ pub async fn history(
 /// For each request in `upto`, its events up to and including the sequence given, decoded as
 /// [`history`] decodes them, in sequence order; one query for them all. A request without events
 /// has no entry.
+///
+/// Each wanted request is read on its own through the primary key (a lateral read that
+/// `OFFSET 0` keeps from being merged into a join), so that a plan made once, even on an empty
+/// table (the delivery pool plans once, `db::connect_delivery`), cannot join the other way round
+/// and read every request's events.
 pub async fn histories(
     executor: impl sqlx::PgExecutor<'_>,
     upto: &HashMap<Uuid, i64>,
@@ -59,9 +64,10 @@ pub async fn histories(
         .unzip();
     let rows: Vec<crate::store::feed::Row> = sqlx::query_as(&format!(
         "SELECT {} FROM UNNEST($2::text[], $3::int8[]) AS wanted(id, upto) \
-         JOIN events ON aggregate_type = $1 AND aggregate_id = wanted.id \
-                    AND sequence <= wanted.upto \
-         ORDER BY aggregate_id, sequence",
+         CROSS JOIN LATERAL ( \
+             SELECT * FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = wanted.id AND sequence <= wanted.upto \
+             ORDER BY sequence OFFSET 0) AS events",
         crate::store::feed::ROW_COLUMNS
     ))
     .bind(ApprovalRequest::TYPE)
