@@ -7,7 +7,9 @@
 //! and none was returned does the checkpoint move; otherwise the batch is published again
 //! (at least once; receivers deduplicate on `event_id`). A returned (unroutable) publish also makes
 //! the relay declare the topology again, so bindings removed by hand come back. Per-request order holds because the feed
-//! keeps it and one channel publishes the batch in order.
+//! keeps it and one channel publishes the batch in order. After a batch that was not full it waits
+//! for the next commit and lets [`RELAY_LINGER`] of commits gather, so that a batch, whose cost
+//! hardly depends on its size, carries several events at a moderate rate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -256,15 +258,7 @@ async fn relay_while_healthy(
             .read_after_on(leader, at, ctx.broker_settings.relay_batch)
             .await?;
         let Some(last) = batch.events.last().map(|e| e.position) else {
-            if batch.held_back {
-                pause(stop, Duration::from_millis(2)).await;
-            } else {
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = wake.changed() => {}
-                    _ = tokio::time::sleep(idle) => {}
-                }
-            }
+            wait_for_more(batch.held_back, wake, idle, stop).await;
             continue;
         };
         resolve_sources(&mut *leader, &batch.events, sources).await?;
@@ -283,8 +277,43 @@ async fn relay_while_healthy(
         if sources.len() > 100_000 {
             sources.clear();
         }
+        // A full batch leaves more to read at once. A shorter one took everything committed
+        // and not held back: reading again at once would find nothing (two statements for it).
+        if batch.events.len() < usize::try_from(ctx.broker_settings.relay_batch).unwrap_or(0) {
+            wait_for_more(batch.held_back, wake, idle, stop).await;
+        }
     }
     Ok(())
+}
+
+/// How long the relay lets events gather after a commit wakes it, before it reads them: at
+/// 300 commands/s a batch then holds several events instead of one or two, and every batch
+/// costs a feed read, a checkpoint and a round of confirms whatever its size. It adds that much
+/// to the time from commit to push and callback (measured, docs/benchmarks.md).
+const RELAY_LINGER: Duration = Duration::from_millis(10);
+
+/// How soon the relay looks again when committed events wait behind a transaction still running.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
+
+/// Waits until there is more to publish: soon when events are held back behind a transaction
+/// still running; otherwise until a commit wakes the relay (or `idle` passes), then a little
+/// more for other commits to join the batch.
+async fn wait_for_more(
+    held_back: bool,
+    wake: &mut watch::Receiver<u64>,
+    idle: Duration,
+    stop: &CancellationToken,
+) {
+    if held_back {
+        pause(stop, HELD_BACK_RETRY).await;
+        return;
+    }
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = wake.changed() => {}
+        _ = tokio::time::sleep(idle) => return,
+    }
+    pause(stop, RELAY_LINGER).await;
 }
 
 /// Fills in the system and reference of every request in `events` not yet known.

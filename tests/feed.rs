@@ -359,3 +359,117 @@ async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_r
     drop(conn);
     pool.close().await;
 }
+
+/// The feed position of request `id`'s first event.
+async fn position_of(pool: &sqlx::PgPool, id: &str) -> Position {
+    let (tx_id, global_id): (i64, i64) =
+        sqlx::query_as("SELECT tx_id, global_id FROM events WHERE aggregate_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    Position { tx_id, global_id }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_events_says_whether_more_wait_behind_a_running_transaction() {
+    let db_guard = TestDb::new();
+    let settings = settings_for(&db_guard, &[]);
+    let pool = db::prepare(&settings.database).await.unwrap();
+    let feed = Feed::new(pool.clone());
+    let mut conn = pool.acquire().await.unwrap();
+
+    // X commits, T takes its transaction id and stays open, Y commits behind it.
+    let x = append(&mut conn, "X", "xena").await;
+    let mut held = pool.begin().await.unwrap();
+    append(&mut held, "T", "tom").await;
+    let y = append(&mut conn, "Y", "yan").await;
+
+    // Other tests' transactions hold every feed of the server back for a moment (snapshots
+    // are cluster-wide): read until X shows.
+    let ids_of = |batch: &Batch| -> Vec<String> {
+        batch
+            .events
+            .iter()
+            .map(|e| e.request_id.to_string())
+            .collect()
+    };
+    let batch = eventually(Duration::from_secs(20), || async {
+        let batch = feed.read_after(Position::START, 100).await.unwrap();
+        (!batch.events.is_empty()).then_some(batch)
+    })
+    .await
+    .expect("X is delivered");
+    assert_eq!(ids_of(&batch), std::slice::from_ref(&x), "Y waits behind T");
+    assert!(
+        batch.held_back,
+        "the reader is told that more is coming soon"
+    );
+
+    held.rollback().await.unwrap();
+    let x_at = position_of(&pool, &x).await;
+    let batch = eventually(Duration::from_secs(20), || async {
+        let batch = feed.read_after(x_at, 100).await.unwrap();
+        (!batch.events.is_empty() && !batch.held_back).then_some(batch)
+    })
+    .await
+    .expect("once T rolled back, Y is delivered and nothing waits any more");
+    assert_eq!(ids_of(&batch), [y], "T rolled back: Y comes next");
+    drop(conn);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_what_a_rolled_back_transaction_held_back_without_a_wake_up() {
+    // The relay waits for the next commit after a batch, and polls only every minute here: it
+    // must find Y through the held-back check alone, for nothing commits after T rolls back.
+    let app = TestApp::spawn_with(
+        approval_ledger::startup::Roles::ALL,
+        &[
+            ("APPROVAL_LEDGER_FEED__POLL_INTERVAL_MS", "60000"),
+            ("APPROVAL_LEDGER_LEDGER__READ_YOUR_WRITES_MS", "50"),
+        ],
+    )
+    .await;
+    // X takes its transaction id first and T the next; both stay open while Y is submitted
+    // through the API, whose commit wakes the relay. Every reader is held back behind X.
+    let mut first = app.pool.begin().await.unwrap();
+    let x = append(&mut first, "X", "xena").await;
+    let mut held = app.pool.begin().await.unwrap();
+    append(&mut held, "T", "tom").await;
+    let submitted = app.submit(&single_step("Y", &["yan"])).await;
+    assert_eq!(submitted.status(), reqwest::StatusCode::CREATED);
+    let y: serde_json::Value = submitted.json().await.unwrap();
+    let y = y["id"].as_str().unwrap().to_owned();
+
+    // X commits without waking anyone: the relay, looking again soon because events are held
+    // back, publishes X while Y still waits behind T. Then T rolls back: no commit, no wake.
+    first.commit().await.unwrap();
+    let x_at = position_of(&app.pool, &x).await;
+    let relay_at = || async {
+        let (tx_id, global_id): (i64, i64) =
+            sqlx::query_as("SELECT tx_id, global_id FROM feed_checkpoints WHERE name = 'relay'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        Position { tx_id, global_id }
+    };
+    let published_x = eventually(Duration::from_secs(20), || async {
+        (relay_at().await >= x_at).then_some(())
+    })
+    .await;
+    assert!(published_x.is_some(), "X is published once it commits");
+    held.rollback().await.unwrap();
+
+    let y_at = position_of(&app.pool, &y).await;
+    let published_y = eventually(Duration::from_secs(20), || async {
+        (relay_at().await >= y_at).then_some(())
+    })
+    .await;
+    assert!(
+        published_y.is_some(),
+        "Y is published after T rolls back, long before the relay's next poll: the relay at {:?}, \
+         X at {x_at:?}, Y at {y_at:?}",
+        relay_at().await
+    );
+}

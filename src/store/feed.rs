@@ -44,10 +44,21 @@ pub enum FeedError {
 pub struct Batch {
     /// The events after the cursor, in feed order.
     pub events: Vec<FeedEvent>,
-    /// Whether committed events exist that are held back behind a transaction still running:
-    /// the reader should look again soon rather than sleep. Only asked for an empty batch; a
-    /// batch with events says `false` (its reader reads again at once anyway).
+    /// Whether committed events exist after the batch that it does not hold: held back behind a
+    /// transaction still running (or, after an empty batch, committed since the read). The
+    /// reader should look again soon rather than sleep. [`Feed::read_after_on`] answers it for
+    /// every batch (in the read's own statement and snapshot when the batch has events);
+    /// [`Feed::read_with_states_on`] only for an empty one, and a batch of it with events says
+    /// `false` (its reader reads again soon anyway).
     pub held_back: bool,
+}
+
+/// A row of [`Feed::read_after_on`]: the event and whether events are held back.
+#[derive(sqlx::FromRow)]
+struct HeldRow {
+    #[sqlx(flatten)]
+    row: Row,
+    held_back: bool,
 }
 
 /// Reads the global feed.
@@ -94,9 +105,15 @@ impl Feed {
         after: Position,
         limit: i64,
     ) -> Result<Batch, FeedError> {
-        let rows: Vec<Row> = sqlx::query_as(
+        // Whether events are held back is asked in the same statement (evaluated once for it),
+        // so that a reader that got part of what is committed knows whether to look again soon
+        // or to wait for the next commit without a round trip of its own.
+        let rows: Vec<HeldRow> = sqlx::query_as(
             "SELECT tx_id, global_id, event_id, aggregate_id, sequence, event_type, event_version, \
-                    payload, metadata, recorded_at \
+                    payload, metadata, recorded_at, \
+                    (SELECT EXISTS (SELECT 1 FROM events \
+                         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)) \
+                        AS held_back \
              FROM events \
              WHERE (tx_id, global_id) > ($1, $2) \
                AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
@@ -108,13 +125,19 @@ impl Feed {
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
+        let mut held = false;
         let events = rows
             .into_iter()
-            .map(|row| decode(&self.upcasters, row))
+            .map(|row| {
+                held = row.held_back;
+                decode(&self.upcasters, row.row)
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        // A reader that got events reads again at once; only an empty batch needs to know
-        // whether to look again soon or to sleep (one round trip saved per busy batch).
-        let held_back = events.is_empty() && held_back(conn).await?;
+        let held_back = if events.is_empty() {
+            held_back(conn, after).await?
+        } else {
+            held
+        };
         Ok(Batch { events, held_back })
     }
 
@@ -156,7 +179,7 @@ impl Feed {
             }
             events.push(event);
         }
-        let held_back = events.is_empty() && held_back(conn).await?;
+        let held_back = events.is_empty() && held_back(conn, after).await?;
         Ok((Batch { events, held_back }, canonical.then_some(loaded)))
     }
 
@@ -213,15 +236,21 @@ impl StatesQuery {
     }
 }
 
-/// Whether committed events wait behind a transaction still running: a reader that found
-/// nothing should then look again soon rather than sleep.
-async fn held_back(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let (held,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM events \
-         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
-    )
-    .fetch_one(conn)
-    .await?;
+/// After a read that found nothing after `after`: whether committed events are there now, held
+/// back behind a transaction still running or committed since the read. The reader should then
+/// look again soon rather than sleep.
+///
+/// Asked in a statement of its own, so with a later snapshot than the read's: asking it as
+/// "events at or above the oldest running transaction" would miss an event whose blocker rolled
+/// back in between (no commit, so no wake-up), and the reader would sleep on it until its next
+/// poll. Anything after the cursor is exactly what the next read would find.
+async fn held_back(conn: &mut PgConnection, after: Position) -> Result<bool, sqlx::Error> {
+    let (held,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_id) > ($1, $2))")
+            .bind(after.tx_id)
+            .bind(after.global_id)
+            .fetch_one(conn)
+            .await?;
     Ok(held)
 }
 
