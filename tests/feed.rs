@@ -55,6 +55,15 @@ async fn append(conn: &mut PgConnection, external_ref: &str, approver: &str) -> 
     id
 }
 
+/// A migrated database of the test's own (dropped with the guard), a pool and a feed reader on it.
+async fn migrated() -> (TestDb, sqlx::PgPool, Feed) {
+    let db_guard = TestDb::new();
+    let settings = settings_for(&db_guard, &[]);
+    let pool = db::prepare(&settings.database).await.unwrap();
+    let feed = Feed::new(pool.clone());
+    (db_guard, pool, feed)
+}
+
 async fn global_id(pool: &sqlx::PgPool, id: &str) -> i64 {
     let (g,): (i64,) = sqlx::query_as("SELECT global_id FROM events WHERE aggregate_id = $1")
         .bind(id)
@@ -66,10 +75,7 @@ async fn global_id(pool: &sqlx::PgPool, id: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_is_delivered_in_order_and_a_rollback_does_not_stall_the_feed() {
-    let db_guard = TestDb::new();
-    let settings = settings_for(&db_guard, &[]);
-    let pool = db::prepare(&settings.database).await.unwrap();
-    let feed = Feed::new(pool.clone());
+    let (_db_guard, pool, feed) = migrated().await;
 
     // A takes its transaction id first and holds it open; B and C commit meanwhile.
     let mut held = pool.begin().await.unwrap();
@@ -192,10 +198,7 @@ async fn read_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_read_with_states_carries_each_requests_stored_state_once() {
-    let db_guard = TestDb::new();
-    let settings = settings_for(&db_guard, &[]);
-    let pool = db::prepare(&settings.database).await.unwrap();
-    let feed = Feed::new(pool.clone());
+    let (_db_guard, pool, feed) = migrated().await;
     let states = StatesQuery::new(&[
         ("public.rm_requests", "id"),
         ("public.rm_inbox_state", "request_id"),
@@ -285,10 +288,7 @@ async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_r
     use approval_projections::{Projection, Schema};
     use std::collections::BTreeMap;
 
-    let db_guard = TestDb::new();
-    let settings = settings_for(&db_guard, &[]);
-    let pool = db::prepare(&settings.database).await.unwrap();
-    let feed = Feed::new(pool.clone());
+    let (_db_guard, pool, feed) = migrated().await;
     let states = StatesQuery::new(&[]);
     let lookup = LookupProjection::new(&Schema::live());
     let mut conn = pool.acquire().await.unwrap();
@@ -373,10 +373,7 @@ async fn position_of(pool: &sqlx::PgPool, id: &str) -> Position {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_events_says_whether_more_wait_behind_a_running_transaction() {
-    let db_guard = TestDb::new();
-    let settings = settings_for(&db_guard, &[]);
-    let pool = db::prepare(&settings.database).await.unwrap();
-    let feed = Feed::new(pool.clone());
+    let (_db_guard, pool, feed) = migrated().await;
     let mut conn = pool.acquire().await.unwrap();
 
     // X commits, T takes its transaction id and stays open, Y commits behind it.

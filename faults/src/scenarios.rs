@@ -318,14 +318,29 @@ async fn unacknowledged(world: &World) -> anyhow::Result<u64> {
         .sum())
 }
 
+/// How many times a round of `crash-before-ack` freezes the service looking for messages in
+/// flight before it kills it anyway.
+const FREEZES_PER_ROUND: u32 = 20;
+
 async fn crash_before_ack(world: &mut World, load: Load) -> Step {
     let mut f = Findings::default();
     let mut in_flight = 0;
     for round in 1..=6 {
         load_for(world, &load, 3).await;
-        // Frozen first, so that what RabbitMQ counts as unacknowledged is what dies with it.
-        world.signal(0, "STOP").await?;
-        let n = unacknowledged(world).await?;
+        // Frozen first, so that what RabbitMQ counts as unacknowledged is what dies with it. The
+        // consumers hold a batch unacknowledged for the few milliseconds of its statements, and
+        // the relay publishes in bursts (it lets 10 ms of commits gather): a freeze often finds
+        // nothing in flight, so it thaws and tries again a moment later, a few times per round.
+        let mut n = 0;
+        for attempt in 1..=FREEZES_PER_ROUND {
+            world.signal(0, "STOP").await?;
+            n = unacknowledged(world).await?;
+            if n > 0 || attempt == FREEZES_PER_ROUND {
+                break;
+            }
+            world.signal(0, "CONT").await?;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(20..150))).await;
+        }
         in_flight += n;
         say(
             world,
