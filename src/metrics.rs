@@ -178,7 +178,8 @@ impl Default for Metrics {
         let reader_held_back = Family::<ReaderLabels, Counter>::default();
         registry.register(
             "feed_reader_held_back",
-            "Feed reads that found committed events waiting behind a transaction still running",
+            "Empty feed reads that found committed events waiting: behind a transaction still \
+             running, or committed just after the read",
             reader_held_back.clone(),
         );
         let reader_lag_events = Family::<ReaderLabels, Gauge>::default();
