@@ -15,6 +15,7 @@ use approval_aggregates::{ApprovalEvent, RequestId};
 use approval_projections::{FeedEvent, LoadedStates, Position};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use serde::Deserialize as _;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool, Row as _};
 use uuid::Uuid;
@@ -261,7 +262,7 @@ pub(crate) const ROW_COLUMNS: &str = "tx_id, global_id, event_id, aggregate_id, 
 /// Decodes a stored row into a feed event, through the upcasters.
 pub(crate) fn decode(
     upcasters: &[Box<dyn EventUpcaster>],
-    row: Row,
+    mut row: Row,
 ) -> Result<FeedEvent, FeedError> {
     let position = Position {
         tx_id: row.tx_id,
@@ -276,7 +277,9 @@ pub(crate) fn decode(
     let request_id = Uuid::try_parse(&row.aggregate_id)
         .map(RequestId)
         .map_err(|e| fail(&row, format!("aggregate id: {e}")))?;
-    let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
+    // Read from the stored JSON in place, and the JSON moved rather than copied: a deep copy of
+    // a payload is an allocation per field, for every event every reader decodes.
+    let metadata = HashMap::<String, String>::deserialize(&row.metadata)
         .map_err(|e| fail(&row, format!("metadata: {e}")))?;
     let upcast = upcast(
         upcasters,
@@ -286,11 +289,11 @@ pub(crate) fn decode(
             String::new(),
             row.event_type.clone(),
             row.event_version.clone(),
-            row.payload.clone(),
-            row.metadata.clone(),
+            std::mem::take(&mut row.payload),
+            std::mem::take(&mut row.metadata),
         ),
     );
-    let event: ApprovalEvent = serde_json::from_value(upcast.payload.clone())
+    let event = ApprovalEvent::deserialize(&upcast.payload)
         .map_err(|e| fail(&row, format!("payload: {e}")))?;
     let payload = match upcast.payload {
         Value::Object(mut tagged) if tagged.len() == 1 => tagged
