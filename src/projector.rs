@@ -26,10 +26,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::shutdown::pause;
 use crate::store::checkpoints;
-use crate::store::feed::{Feed, StatesQuery};
-
-/// How soon to look again when committed events wait behind a running transaction.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
+use crate::store::feed::{Feed, StatesQuery, HELD_BACK_RETRY};
 
 /// What a projection runner needs besides its projection.
 #[derive(Clone)]

@@ -33,7 +33,8 @@ use crate::broker::{bounded, Broker, BrokerCallError, Topology};
 use crate::config::{BrokerSettings, FeedSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::pause;
-use crate::store::{self, checkpoints, feed::Feed};
+use crate::store::feed::{Feed, HELD_BACK_RETRY};
+use crate::store::{self, checkpoints};
 
 /// The relay's checkpoint name.
 pub const RELAY: &str = "relay";
@@ -291,9 +292,6 @@ async fn relay_while_healthy(
 /// costs a feed read, a checkpoint and a round of confirms whatever its size. It adds that much
 /// to the time from commit to push and callback (measured, docs/benchmarks.md).
 const RELAY_LINGER: Duration = Duration::from_millis(10);
-
-/// How soon the relay looks again when committed events wait behind a transaction still running.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 
 /// Waits until there is more to publish: soon when events are held back behind a transaction
 /// still running; otherwise until a commit wakes the relay (or `idle` passes), then a little

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::progress::Progress;
 use crate::shutdown::pause;
-use crate::store::feed::{self, Feed};
+use crate::store::feed::{self, Feed, HELD_BACK_RETRY};
 
 /// Messages a listener may hold before the newest are dropped for it.
 const LISTENER_BUFFER: usize = 64;
@@ -145,7 +145,7 @@ impl StreamHub {
             };
             let Some(last) = batch.events.last().map(|e| e.position) else {
                 if batch.held_back {
-                    pause(&stop, Duration::from_millis(2)).await;
+                    pause(&stop, HELD_BACK_RETRY).await;
                 } else {
                     tokio::select! {
                         _ = stop.cancelled() => {}

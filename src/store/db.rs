@@ -125,12 +125,22 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// is replaced every [`DERIVED_LIFETIME`], so each statement is planned again on the tables'
 /// current sizes at least that often.
 pub fn connect_derived(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    Ok(PgPoolOptions::new()
-        .max_connections(1)
+    Ok(planned_once_pool(settings, 1, derived_options(settings)?))
+}
+
+/// A pool of up to `connections` sessions with `options`, each planning its statements once
+/// (see [`connect_derived`]) and so replaced every [`DERIVED_LIFETIME`]. Connects on first use.
+fn planned_once_pool(
+    settings: &DatabaseSettings,
+    connections: u32,
+    options: PgConnectOptions,
+) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
         .max_lifetime(DERIVED_LIFETIME)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .test_before_acquire(false)
-        .connect_lazy_with(derived_options(settings)?))
+        .connect_lazy_with(options)
 }
 
 /// How long the read models' connection, and the plans it made, live.
@@ -176,12 +186,16 @@ fn planned_once(options: PgConnectOptions) -> PgConnectOptions {
 /// [`DERIVED_LIFETIME`]. Commits wait for the disk as everywhere else: a job must be durable
 /// before the message that made it is acknowledged, and an outcome before it is forgotten.
 pub fn connect_delivery(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    Ok(PgPoolOptions::new()
-        .max_connections(DELIVERY_CONNECTIONS)
-        .max_lifetime(DERIVED_LIFETIME)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .test_before_acquire(false)
-        .connect_lazy_with(planned_once(options(settings)?)))
+    Ok(planned_once_pool(
+        settings,
+        DELIVERY_CONNECTIONS,
+        delivery_options(settings)?,
+    ))
+}
+
+/// The session of [`connect_delivery`].
+fn delivery_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    Ok(planned_once(options(settings)?))
 }
 
 /// The delivery pipeline's connections: one each for the two consumers, the scheduler's claims
@@ -217,7 +231,10 @@ pub async fn check_transaction_ids(pool: &PgPool) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect_derived, derived_options, is_local, options, DERIVED_LIFETIME};
+    use super::{
+        connect_delivery, connect_derived, delivery_options, derived_options, is_local, options,
+        DELIVERY_CONNECTIONS, DERIVED_LIFETIME,
+    };
     use crate::config::{DatabaseSettings, Secret};
 
     fn settings(url: &str) -> DatabaseSettings {
@@ -258,6 +275,25 @@ mod tests {
         let pool = connect_derived(&settings).unwrap();
         assert_eq!(pool.options().get_max_lifetime(), Some(DERIVED_LIFETIME));
         assert_eq!(pool.options().get_max_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_delivery_session_plans_once_by_index_and_commits_durably() {
+        let settings = settings("postgres://u@127.0.0.1/x");
+        let options = delivery_options(&settings).unwrap();
+        let set = options.get_options().unwrap_or_default();
+        for wanted in [
+            "jit=off",
+            "plan_cache_mode=force_generic_plan",
+            "enable_seqscan=off",
+        ] {
+            assert!(set.contains(wanted), "{wanted} in {set}");
+        }
+        // A job must be durable before the message that made it is acknowledged.
+        assert!(!set.contains("synchronous_commit"), "{set}");
+        let pool = connect_delivery(&settings).unwrap();
+        assert_eq!(pool.options().get_max_lifetime(), Some(DERIVED_LIFETIME));
+        assert_eq!(pool.options().get_max_connections(), DELIVERY_CONNECTIONS);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! always behind its earlier one. See docs/decisions/0002-gap-free-feed.md.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use approval_aggregates::upcasters::upcasters;
 use approval_aggregates::{ApprovalEvent, RequestId};
@@ -53,6 +54,10 @@ pub struct Batch {
     /// `false` (its reader reads again soon anyway).
     pub held_back: bool,
 }
+
+/// How soon a reader looks again when [`Batch::held_back`] says committed events wait behind a
+/// transaction still running.
+pub const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 
 /// A row of [`Feed::read_after_on`]: the event and whether events are held back.
 #[derive(sqlx::FromRow)]
@@ -126,19 +131,14 @@ impl Feed {
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut held = false;
+        let held_back = match rows.first() {
+            Some(first) => first.held_back,
+            None => held_back(conn, after).await?,
+        };
         let events = rows
             .into_iter()
-            .map(|row| {
-                held = row.held_back;
-                decode(&self.upcasters, row.row)
-            })
+            .map(|row| decode(&self.upcasters, row.row))
             .collect::<Result<Vec<_>, _>>()?;
-        let held_back = if events.is_empty() {
-            held_back(conn, after).await?
-        } else {
-            held
-        };
         Ok(Batch { events, held_back })
     }
 
