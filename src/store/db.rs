@@ -245,6 +245,15 @@ mod tests {
         }
     }
 
+    /// Asserts that the session of `options` sets each of `wanted`; returns all it sets.
+    fn session_sets(options: &sqlx::postgres::PgConnectOptions, wanted: &[&str]) -> String {
+        let set = options.get_options().unwrap_or_default();
+        for wanted in wanted {
+            assert!(set.contains(wanted), "{wanted} in {set}");
+        }
+        set.to_owned()
+    }
+
     #[test]
     fn the_service_turns_jit_off_and_keeps_what_the_url_asks() {
         let settings = settings("postgres://u@db.internal/x?options=-c%20statement_timeout%3D5000");
@@ -257,16 +266,15 @@ mod tests {
     #[test]
     fn the_read_models_session_commits_lazily_and_plans_once_by_index() {
         let settings = settings("postgres://u@127.0.0.1/x");
-        let options = derived_options(&settings).unwrap();
-        let set = options.get_options().unwrap_or_default();
-        for wanted in [
-            "jit=off",
-            "synchronous_commit=off",
-            "plan_cache_mode=force_generic_plan",
-            "enable_seqscan=off",
-        ] {
-            assert!(set.contains(wanted), "{wanted} in {set}");
-        }
+        session_sets(
+            &derived_options(&settings).unwrap(),
+            &[
+                "jit=off",
+                "synchronous_commit=off",
+                "plan_cache_mode=force_generic_plan",
+                "enable_seqscan=off",
+            ],
+        );
     }
 
     #[tokio::test]
@@ -280,15 +288,14 @@ mod tests {
     #[tokio::test]
     async fn the_delivery_session_plans_once_by_index_and_commits_durably() {
         let settings = settings("postgres://u@127.0.0.1/x");
-        let options = delivery_options(&settings).unwrap();
-        let set = options.get_options().unwrap_or_default();
-        for wanted in [
-            "jit=off",
-            "plan_cache_mode=force_generic_plan",
-            "enable_seqscan=off",
-        ] {
-            assert!(set.contains(wanted), "{wanted} in {set}");
-        }
+        let set = session_sets(
+            &delivery_options(&settings).unwrap(),
+            &[
+                "jit=off",
+                "plan_cache_mode=force_generic_plan",
+                "enable_seqscan=off",
+            ],
+        );
         // A job must be durable before the message that made it is acknowledged.
         assert!(!set.contains("synchronous_commit"), "{set}");
         let pool = connect_delivery(&settings).unwrap();
