@@ -1,4 +1,4 @@
-//! Micro-benchmark of the global feed's reader (`Feed::read_after`) against a seeded database
+//! Micro-benchmark of the global feed's reader (`Feed::read_after_on`) against a seeded database
 //! of its own on the local PostgreSQL (`BENCH_DATABASE_SERVER`, default
 //! `postgres://postgres@127.0.0.1:5432`), dropped afterwards. Run with
 //! `cargo bench -p approval-ledger --bench feed`.
@@ -7,9 +7,8 @@
 use std::hint::black_box;
 
 use approval_ledger::config::{DatabaseSettings, Secret};
+use approval_ledger::feed::{Feed, Position};
 use approval_ledger::store::db;
-use approval_ledger::store::feed::Feed;
-use approval_projections::Position;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -62,7 +61,7 @@ fn benches(c: &mut Criterion) {
         }
     };
     runtime.block_on(seed(&pool));
-    let feed = Feed::new(pool.clone());
+    let feed = Feed::new();
     let positions: Vec<Position> = runtime.block_on(async {
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT tx_id, global_id FROM events ORDER BY tx_id, global_id")
@@ -82,7 +81,11 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 next = (next + 1) % positions.len();
                 let batch = runtime
-                    .block_on(feed.read_after(positions[next], black_box(limit)))
+                    .block_on(async {
+                        let mut conn = pool.acquire().await?;
+                        feed.read_after_on(&mut conn, positions[next], black_box(limit))
+                            .await
+                    })
                     .unwrap();
                 black_box(batch.events.len())
             })

@@ -12,17 +12,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::feed::Position;
 use approval_aggregates::{ApprovalCommand, ApprovalRequest, DomainError, Request, RequestId};
-use approval_projections::Position;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore as _};
 use sqlx::PgPool;
 
 use crate::config::LedgerSettings;
+use crate::feed::progress::Progress;
+use crate::feed::signal::CommitSignal;
 use crate::metrics::Metrics;
-use crate::progress::Progress;
 use crate::store::events::AppendError;
-use crate::store::signal::CommitSignal;
 use crate::store::{self, EventStore};
 
 /// Why a command did not take effect.

@@ -15,17 +15,19 @@
 //! One rebuild per projection at a time (a session advisory lock). The audit reader is never
 //! rebuilt: folding a tampered store afresh would bless the tampering.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
-use approval_projections::{aside, Position, Projection, ProjectionError, Schema};
+use approval_projections::{aside, Projection, ProjectionError, Schema};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::audit::reader::AuditReader;
-use crate::store::checkpoints;
-use crate::store::feed::{Feed, FeedError};
+use crate::feed::follower::{Applied, Consumer, FollowError, Follower, Pace, Read};
+use crate::feed::{checkpoints, Batch, Feed, FeedError, Position};
+use crate::metrics::Metrics;
 
 /// How long the swap waits for a lock (the live checkpoint, the live tables) before it lets go
 /// and tries again, so that readers never queue behind it for long.
@@ -62,6 +64,53 @@ pub enum RebuildError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<FollowError> for RebuildError {
+    fn from(e: FollowError) -> Self {
+        match e {
+            FollowError::Feed(e) => Self::Feed(e),
+            FollowError::Database(e) => Self::Database(e),
+            FollowError::Projection(e) => Self::Projection(e),
+            FollowError::Consumer(message) => {
+                Self::Projection(ProjectionError::Inconsistent(message))
+            }
+        }
+    }
+}
+
+/// The first phase of a rebuild as a reader of the feed: every event from the start folded
+/// into the copies aside, in large batches, telling `progress` how many so far.
+struct Builder<'a, P> {
+    projection: &'a P,
+    events: u64,
+    progress: &'a mut (dyn FnMut(u64) + Send),
+}
+
+impl<P: Projection> Consumer for Builder<'_, P> {
+    async fn start(&mut self, _conn: &mut PgConnection) -> Result<Position, FollowError> {
+        Ok(Position::START)
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: Batch,
+    ) -> Result<Applied, FollowError> {
+        let Some(last) = batch.events.last().map(|e| e.position) else {
+            return Ok(Applied::NotYet);
+        };
+        let mut tx = conn.begin().await?;
+        // The copies are not live yet: a crash here loses nothing that is not rebuilt again.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        self.projection.apply(&mut tx, &batch.events, None).await?;
+        tx.commit().await?;
+        self.events += batch.events.len() as u64;
+        (self.progress)(self.events);
+        Ok(Applied::Through(last))
+    }
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone)]
 pub struct Rebuilt {
@@ -88,7 +137,7 @@ pub async fn rebuild(
     pool: &PgPool,
     name: &str,
     batch_size: i64,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Rebuilt, RebuildError> {
     match name {
         RequestsProjection::NAME => run(pool, RequestsProjection::new, batch_size, progress).await,
@@ -103,7 +152,7 @@ async fn run<P: Projection>(
     pool: &PgPool,
     make: fn(&Schema) -> P,
     batch_size: i64,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Rebuilt, RebuildError> {
     let name = make(&Schema::live()).name();
     let mut conn = pool.acquire().await?;
@@ -141,40 +190,40 @@ async fn build_and_swap<P: Projection>(
     conn: &mut PgConnection,
     make: fn(&Schema) -> P,
     batch_size: i64,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Rebuilt, RebuildError> {
     let started = Instant::now();
     let live = make(&Schema::live());
     let (name, tables) = (live.name(), live.tables());
     let (aside_schema, retired) = schemas(name)?;
     // The live checkpoint row must exist to be locked for the swap.
-    checkpoints::load(pool, name).await?;
+    checkpoints::load(conn, name).await?;
     aside::drop(conn, &retired).await?;
     aside::create(conn, tables, &aside_schema).await?;
     let builder = make(&aside_schema);
-    let feed = Feed::new(pool.clone());
-
-    let mut at = Position::START;
-    let mut events = 0u64;
-    loop {
-        let batch = feed.read_after(at, batch_size).await?;
-        let Some(last) = batch.events.last().map(|e| e.position) else {
-            break;
-        };
-        let mut tx = conn.begin().await?;
-        // The copies are not live yet: a crash here loses nothing that is not rebuilt again.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        builder.apply(&mut tx, &batch.events, None).await?;
-        tx.commit().await?;
-        at = last;
-        events += batch.events.len() as u64;
-        progress(events);
-        if (batch.events.len() as i64) < batch_size {
-            break;
-        }
-    }
+    let feed = Feed::new();
+    let follower = Follower {
+        name: format!("rebuild {name}"),
+        pool: pool.clone(),
+        read: Read::Events,
+        pace: Pace {
+            batch: batch_size,
+            linger: Duration::ZERO,
+            gather: Duration::ZERO,
+            poll: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+        },
+        leader: None,
+        counted_as: vec![],
+        metrics: Arc::new(Metrics::default()),
+    };
+    let mut folding = Builder {
+        projection: &builder,
+        events: 0,
+        progress,
+    };
+    let at = follower.catch_up(&mut folding).await?;
+    let (mut events, progress) = (folding.events, folding.progress);
     aside::analyze(conn, tables, &aside_schema).await?;
 
     let mut attempt = 0;
@@ -238,7 +287,7 @@ async fn swap<P: Projection>(
     // ends, and whatever commits later is the runner's to apply after the swap.
     let mut caught_up = 0u64;
     loop {
-        let batch = feed.read_after(at, batch_size).await?;
+        let batch = feed.read_after_on(&mut tx, at, batch_size).await?;
         if let Some(last) = batch.events.last().map(|e| e.position) {
             builder.apply(&mut tx, &batch.events, None).await?;
             at = last;

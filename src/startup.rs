@@ -11,26 +11,29 @@ use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
-use approval_projections::{Projection, ReadModel, Schema};
+use approval_projections::{ReadModel, Schema};
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::reader::AuditReader;
 use crate::broker::Broker;
 use crate::config::Settings;
+use crate::feed::follower::{Consumer, Follower, Leader, Pace, Read};
+use crate::feed::progress::Progress;
+use crate::feed::signal::CommitSignal;
 use crate::handlers::legacy_sync::LegacySync;
 use crate::handlers::push::Push;
 use crate::handlers::scheduler::Scheduler;
-use crate::handlers::sweep::Sweeper;
+use crate::handlers::sweep::{Sweeper, SWEEPER};
 use crate::handlers::{self, JobSignal};
 use crate::http::{self, AppState, BrokerProbe, Limits};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::progress::Progress;
-use crate::projector::{self, RunnerContext};
+use crate::projector::Projector;
+use crate::relay::{Relay, LEADER_LOCK, RELAY, RELAY_GATHER};
 use crate::store::db;
-use crate::store::signal::CommitSignal;
 
 /// How long the read models let events gather between batches that are not full. Commands wait
 /// for them, so it is short; measured with `scripts/bench.sh` it cut their transactions by about
@@ -41,6 +44,9 @@ const READ_MODEL_LINGER: Duration = Duration::from_millis(2);
 /// the feed a fraction of a second behind, in a few transactions a second rather than one per
 /// commit.
 const AUDIT_LINGER: Duration = Duration::from_millis(200);
+
+/// Events the live stream reads at a time.
+const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
 pub const PROJECTIONS: [&str; 3] = [
@@ -98,6 +104,15 @@ fn broker_address(url: &str) -> String {
 impl Application {
     /// Prepares the database and starts `roles`.
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        // The port first: a start that cannot listen fails before anything else has started.
+        let listener = if roles.api {
+            Some(
+                TcpListener::bind(&settings.http.bind)
+                    .with_context(|| format!("cannot listen on {}", settings.http.bind))?,
+            )
+        } else {
+            None
+        };
         let pool = db::prepare(&settings.database)
             .await
             .context("cannot prepare the database")?;
@@ -112,28 +127,66 @@ impl Application {
             settings.ledger.clone(),
             metrics.clone(),
         );
-        let mut tasks = vec![];
-        let idle = Duration::from_millis(settings.feed.poll_interval_ms);
+        let poll = Duration::from_millis(settings.feed.poll_interval_ms);
+        let pace = Pace {
+            batch: settings.feed.batch_size,
+            linger: Duration::ZERO,
+            gather: Duration::ZERO,
+            poll,
+            max_backoff: Duration::from_secs(5),
+        };
+        let follower =
+            |name: &str, pool: &PgPool, read: Read, pace: Pace, counted: &[&str]| Follower {
+                name: name.to_owned(),
+                pool: pool.clone(),
+                read,
+                pace,
+                leader: None,
+                counted_as: counted.iter().map(|c| (*c).to_owned()).collect(),
+                metrics: metrics.clone(),
+            };
+        // Every process announces what it commits and hears what the others commit.
+        let mut tasks = vec![
+            tokio::spawn(signal.clone().announce(pool.clone(), stop.clone())),
+            tokio::spawn(signal.clone().listen(pool.clone(), stop.clone())),
+        ];
         let mut broker_task = None;
         let mut own_pools = vec![];
         let mut probe = BrokerProbe::Address(broker_address(settings.broker.url.expose()));
 
         if roles.worker {
             let broker_stop = CancellationToken::new();
-            let (broker, supervisor) = Broker::start(settings.broker.clone(), broker_stop.clone());
+            let (broker, supervisor) = Broker::start(
+                settings.broker.clone(),
+                handlers::topology(&settings.broker.exchange),
+                broker_stop.clone(),
+            );
             broker_task = Some((broker_stop, supervisor));
             probe = BrokerProbe::Supervised(broker.clone());
-            tasks.push(tokio::spawn(crate::relay::run(
-                crate::relay::RelayContext {
-                    pool: pool.clone(),
-                    broker: broker.clone(),
-                    broker_settings: settings.broker.clone(),
-                    feed: settings.feed.clone(),
-                    metrics: metrics.clone(),
+            let mut relay = follower(
+                RELAY,
+                &pool,
+                Read::Events,
+                Pace {
+                    batch: settings.broker.relay_batch,
+                    gather: RELAY_GATHER,
+                    max_backoff: Duration::from_millis(settings.broker.reconnect_max_ms.max(100)),
+                    ..pace
                 },
-                signal.subscribe(),
-                stop.clone(),
-            )));
+                &[RELAY],
+            );
+            // Its few statements each read one table by an index condition on their own
+            // values, so each is planned once for the connection's life (docs/benchmarks.md).
+            relay.leader = Some(Leader {
+                key: LEADER_LOCK,
+                options: db::background_session((*pool.connect_options()).clone()),
+            });
+            tasks.push(follow(
+                relay,
+                Relay::new(broker.clone(), settings.broker.clone(), metrics.clone()),
+                Some(signal.subscribe()),
+                &stop,
+            ));
             let systems = Arc::new(settings.systems.clone());
             let jobs = JobSignal::default();
             let topology = broker.topology().clone();
@@ -163,15 +216,25 @@ impl Application {
                 settings.broker.prefetch,
                 stop.clone(),
             )));
-            tasks.push(tokio::spawn(
-                Sweeper {
-                    pool: pool.clone(),
-                    legacy,
-                    push,
-                    after: Duration::from_millis(settings.broker.sweep_after_ms),
-                    batch: settings.feed.batch_size,
-                }
-                .run(stop.clone()),
+            let sweeper = Sweeper {
+                legacy,
+                push,
+                after: Duration::from_millis(settings.broker.sweep_after_ms),
+            };
+            tasks.push(follow(
+                follower(
+                    SWEEPER,
+                    &pool,
+                    Read::Events,
+                    Pace {
+                        poll: sweeper.poll(),
+                        ..pace
+                    },
+                    &[SWEEPER],
+                ),
+                sweeper,
+                None,
+                &stop,
             ));
             tasks.push(tokio::spawn(
                 Scheduler {
@@ -187,35 +250,42 @@ impl Application {
             let read_models = db::connect_derived(&settings.database)
                 .context("cannot prepare the read models' connection")?;
             own_pools.push(read_models.clone());
-            let ctx = RunnerContext {
-                pool: read_models,
-                feed: settings.feed.clone(),
-                progress: progress.clone(),
-                metrics: metrics.clone(),
-                linger: READ_MODEL_LINGER,
-            };
-            tasks.push(spawn_projections(
-                ReadModel::all(&Schema::live()),
-                &ctx,
-                &signal,
+            let projector = Projector::new(ReadModel::all(&Schema::live()), metrics.clone())
+                .reporting(progress.clone(), signal.clone());
+            let names = projector.names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            tasks.push(follow(
+                follower(
+                    projector.label(),
+                    &read_models,
+                    Read::WithStates(projector.states_query()),
+                    Pace {
+                        linger: READ_MODEL_LINGER,
+                        ..pace
+                    },
+                    &names,
+                ),
+                projector,
+                Some(signal.subscribe()),
                 &stop,
             ));
             // Not among PROJECTIONS: commands never wait for the audit reader, so it lets events
             // gather into larger batches.
-            tasks.push(spawn_projections(
-                vec![AuditReader::new(&settings.audit)],
-                &RunnerContext {
-                    pool: pool.clone(),
-                    linger: AUDIT_LINGER,
-                    ..ctx.clone()
-                },
-                &signal,
+            let audit = Projector::new(vec![AuditReader::new(&settings.audit)], metrics.clone());
+            tasks.push(follow(
+                follower(
+                    audit.label(),
+                    &pool,
+                    Read::Events,
+                    Pace {
+                        linger: AUDIT_LINGER,
+                        ..pace
+                    },
+                    &[AuditReader::NAME],
+                ),
+                audit,
+                Some(signal.subscribe()),
                 &stop,
-            ));
-            tasks.push(tokio::spawn(
-                signal
-                    .clone()
-                    .listen_to_other_processes(pool.clone(), stop.clone()),
             ));
             if settings.ledger.expiry_interval_ms > 0 {
                 tasks.push(tokio::spawn(crate::expiry::run(
@@ -229,27 +299,33 @@ impl Application {
 
         let mut port = None;
         let mut server = None;
-        if roles.api {
-            tasks.push(tokio::spawn(
-                signal
-                    .clone()
-                    .notify_other_processes(pool.clone(), stop.clone()),
-            ));
+        if let Some(listener) = listener {
             if !roles.worker {
-                tasks.push(tokio::spawn(progress.clone().follow_checkpoints(
+                // The read models run elsewhere: follow what their runner announces.
+                tasks.push(tokio::spawn(progress.clone().follow(
+                    signal.clone(),
                     pool.clone(),
-                    idle,
+                    poll.min(Duration::from_millis(50)),
+                    poll,
                     stop.clone(),
                 )));
             }
-            let hub = crate::stream::StreamHub::default();
-            tasks.push(tokio::spawn(hub.clone().run(
-                pool.clone(),
-                progress.clone(),
-                signal.subscribe(),
-                idle,
-                stop.clone(),
-            )));
+            let hub = crate::stream::StreamHub::new(stop.clone());
+            tasks.push(follow(
+                follower(
+                    "stream",
+                    &pool,
+                    Read::Events,
+                    Pace {
+                        batch: STREAM_BATCH,
+                        ..pace
+                    },
+                    &[],
+                ),
+                hub.follower(progress.clone()),
+                Some(signal.subscribe()),
+                &stop,
+            ));
             let state = web::Data::new(AppState {
                 ledger: ledger.clone(),
                 pool: pool.clone(),
@@ -263,8 +339,6 @@ impl Application {
                 broker: probe,
                 hub,
             });
-            let listener = TcpListener::bind(&settings.http.bind)
-                .with_context(|| format!("cannot listen on {}", settings.http.bind))?;
             port = Some(listener.local_addr()?.port());
             let mut http_server =
                 HttpServer::new(move || App::new().configure(http::configure(state.clone())))
@@ -338,18 +412,15 @@ impl Application {
     }
 }
 
-fn spawn_projections<P: Projection>(
-    group: Vec<P>,
-    ctx: &RunnerContext,
-    signal: &CommitSignal,
+/// Runs `consumer` behind `follower` until `stop`.
+fn follow<C: Consumer + 'static>(
+    follower: Follower,
+    mut consumer: C,
+    wake: Option<watch::Receiver<u64>>,
     stop: &CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(projector::run(
-        group,
-        ctx.clone(),
-        signal.subscribe(),
-        stop.clone(),
-    ))
+    let stop = stop.clone();
+    tokio::spawn(async move { follower.run(&mut consumer, wake, &stop).await })
 }
 
 #[cfg(test)]

@@ -1,26 +1,30 @@
-//! The live stream behind `GET /v1/stream`: each API instance follows the global feed on its own
-//! (from the head, when the first listener connects), waits until the read models show a batch,
-//! and tells every connected participant of a touched request that their inbox may have
-//! changed. Nothing here is durable: a client that reconnects re-reads its inbox.
+//! The live stream behind `GET /v1/stream`: a consumer of the feed
+//! ([`crate::feed::follower`]) in each API instance. It follows the feed from its head while
+//! anyone listens, waits until the read models show a batch, and tells every connected
+//! participant of a touched request that their inbox may have changed. Nothing here is durable:
+//! a client that reconnects re-reads its inbox. When the service stops, every stream ends at
+//! once, so that a stop never waits for a client to hang up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use approval_aggregates::Request;
-use approval_projections::Position;
 use serde::Serialize;
-use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use sqlx::PgConnection;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::progress::Progress;
-use crate::shutdown::pause;
-use crate::store::feed::{self, Feed, HELD_BACK_RETRY};
+use crate::feed::follower::{Applied, Consumer, FollowError};
+use crate::feed::progress::Progress;
+use crate::feed::{read, Batch, FeedEvent, Position};
 
 /// Messages a listener may hold before the newest are dropped for it.
 const LISTENER_BUFFER: usize = 64;
+
+/// How long the stream waits for the read models to show a batch before it tells anyway.
+const READ_MODELS_WAIT: Duration = Duration::from_secs(5);
 
 /// One change, as a listener receives it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,13 +42,24 @@ pub struct InboxChange {
 type Listeners = HashMap<String, Vec<mpsc::Sender<InboxChange>>>;
 
 /// The connected listeners, by user.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StreamHub {
     listeners: Arc<Mutex<Listeners>>,
     joined: Arc<tokio::sync::Notify>,
+    /// Cancelled when the service stops: every open stream ends.
+    closing: CancellationToken,
 }
 
 impl StreamHub {
+    /// A hub whose streams end when `closing` is cancelled.
+    pub fn new(closing: CancellationToken) -> Self {
+        Self {
+            listeners: Arc::default(),
+            joined: Arc::default(),
+            closing,
+        }
+    }
+
     /// A new listener for `user`.
     pub fn listen(&self, user: &str) -> mpsc::Receiver<InboxChange> {
         let (tx, rx) = mpsc::channel(LISTENER_BUFFER);
@@ -53,6 +68,11 @@ impl StreamHub {
         }
         self.joined.notify_one();
         rx
+    }
+
+    /// Resolves when the service stops: the moment a stream must end.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
     }
 
     fn is_empty(&self) -> bool {
@@ -98,78 +118,15 @@ impl StreamHub {
         }
     }
 
-    /// Follows the feed until `stop`.
-    pub async fn run(
-        self,
-        pool: PgPool,
-        progress: Progress,
-        mut wake: watch::Receiver<u64>,
-        poll: Duration,
-        stop: CancellationToken,
-    ) {
-        let feed = Feed::new(pool.clone());
-        let mut at: Option<Position> = None;
-        while !stop.is_cancelled() {
-            self.sweep();
-            if self.is_empty() {
-                at = None;
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = self.joined.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                continue;
-            }
-            let position = match at {
-                Some(p) => p,
-                None => match feed::head(&pool).await {
-                    Ok(p) => {
-                        at = Some(p);
-                        p
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the stream cannot find the feed's head");
-                        pause(&stop, poll).await;
-                        continue;
-                    }
-                },
-            };
-            wake.borrow_and_update();
-            let batch = match feed.read_after(position, 500).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(error = %e, "the stream cannot read the feed");
-                    pause(&stop, poll).await;
-                    continue;
-                }
-            };
-            let Some(last) = batch.events.last().map(|e| e.position) else {
-                if batch.held_back {
-                    pause(&stop, HELD_BACK_RETRY).await;
-                } else {
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = wake.changed() => {}
-                        _ = self.joined.notified() => {}
-                        _ = tokio::time::sleep(poll) => {}
-                    }
-                }
-                continue;
-            };
-            // Tell listeners only what their next read will show.
-            progress.wait_for(last, Duration::from_secs(5)).await;
-            let mut ids: Vec<Uuid> = batch.events.iter().map(|e| e.request_id.0).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            match approval_projections::requests::states(&pool, &ids).await {
-                Ok(states) => self.fan_out(&batch.events, &states),
-                Err(e) => tracing::debug!(error = %e, "the stream cannot read requests"),
-            }
-            at = Some(last);
+    /// The hub as a consumer of the feed, telling of a batch once `progress` shows it.
+    pub fn follower(&self, progress: Progress) -> StreamFeed {
+        StreamFeed {
+            hub: self.clone(),
+            progress,
         }
     }
 
-    fn fan_out(&self, events: &[approval_projections::FeedEvent], states: &HashMap<Uuid, Request>) {
+    fn fan_out(&self, events: &[FeedEvent], states: &HashMap<Uuid, Request>) {
         for event in events {
             let Some(request) = states.get(&event.request_id.0) else {
                 continue;
@@ -193,5 +150,55 @@ impl StreamHub {
                 self.send(&user, &change);
             }
         }
+    }
+}
+
+/// The live stream as a reader of the feed.
+pub struct StreamFeed {
+    hub: StreamHub,
+    progress: Progress,
+}
+
+impl Consumer for StreamFeed {
+    /// Waits until someone listens.
+    async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), FollowError> {
+        loop {
+            self.hub.sweep();
+            if !self.hub.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = self.hub.joined.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    /// From the head: a listener hears of what happens from now on.
+    async fn start(&mut self, conn: &mut PgConnection) -> Result<Position, FollowError> {
+        Ok(read::head(conn).await?)
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: Batch,
+    ) -> Result<Applied, FollowError> {
+        self.hub.sweep();
+        if self.hub.is_empty() {
+            return Ok(Applied::Restart);
+        }
+        let Some(last) = batch.events.last().map(|e| e.position) else {
+            return Ok(Applied::Restart);
+        };
+        // Tell listeners only what their next read will show.
+        self.progress.wait_for(last, READ_MODELS_WAIT).await;
+        let mut ids: Vec<Uuid> = batch.events.iter().map(|e| e.request_id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let states = approval_projections::requests::states(conn, &ids).await?;
+        self.hub.fan_out(&batch.events, &states);
+        Ok(Applied::Through(last))
     }
 }

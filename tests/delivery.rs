@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_aggregates::RequestId;
+use approval_ledger::broker::Envelope;
 use approval_ledger::broker::Topology;
 use approval_ledger::handlers::legacy_sync::LegacySync;
 use approval_ledger::handlers::push::Push;
 use approval_ledger::handlers::{handle_batch, Handler, JobSignal};
-use approval_ledger::http::auth::signature;
-use approval_ledger::relay::Envelope;
+use approval_ledger::signing::signature;
 use approval_ledger::startup::Roles;
 use common::fake::{Call, FakeEndpoint};
 use common::{purchase_order, single_step, TestApp, AMQP, ERP_SECRET};
@@ -567,17 +567,17 @@ async fn an_event_that_never_reaches_the_legacy_sync_queue_is_swept_into_its_cal
     // Someone removes the legacy-sync queue's bindings by hand. The push queue still takes every
     // event, so the approval's publish is routed (to it alone) and nothing comes back: only the
     // sweeper can notice that the legacy-sync handler never saw it.
-    let topology = Topology::new(&app.broker.exchange);
+    let topology = approval_ledger::handlers::topology(&app.broker.exchange);
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    for event in approval_ledger::broker::LEGACY_SYNC_EVENTS {
+    for key in topology.keys_of(&topology.legacy_sync) {
         channel
             .queue_unbind(
                 topology.legacy_sync.as_str().into(),
                 topology.exchange.as_str().into(),
-                format!("approval.*.{event}").as_str().into(),
+                key.as_str().into(),
                 FieldTable::default(),
             )
             .await

@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use approval_ledger::http::auth::signature;
+use approval_ledger::signing::signature;
 use common::{expect_error, purchase_order, settings_with_broker, TestApp, TestDb, ERP_SECRET};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -475,7 +475,7 @@ async fn no_secret_or_token_ever_reaches_a_log_line() {
     let client = reqwest::Client::new();
     let mut auth = settings.auth.clone();
     auth.jwt_secret = approval_ledger::config::Secret::new(jwt_secret);
-    let token = approval_ledger::http::auth::issue_token(&auth, "alice", &[], 600).unwrap();
+    let token = approval_ledger::signing::issue_token(&auth, "alice", &[], 600).unwrap();
     let body = common::single_step("LOG-1", &["alice"]).to_string();
     let ts = chrono::Utc::now().timestamp();
     let sig = signature(system_secret, ts, body.as_bytes());

@@ -5,10 +5,10 @@
 mod common;
 
 use approval_aggregates::{Actor, ApprovalCommand, Decision, RequestId, Verdict};
+use approval_ledger::feed::progress::Progress;
+use approval_ledger::feed::signal::CommitSignal;
 use approval_ledger::ledger::{CommandMeta, Ledger};
 use approval_ledger::metrics::Metrics;
-use approval_ledger::progress::Progress;
-use approval_ledger::store::signal::CommitSignal;
 use common::{expect_error, purchase_order, single_step, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

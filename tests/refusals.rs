@@ -4,7 +4,7 @@
 
 mod common;
 
-use approval_ledger::http::auth::signature;
+use approval_ledger::signing::signature;
 use common::{expect_error, purchase_order, single_step, TestApp, ERP_SECRET, HR_SECRET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

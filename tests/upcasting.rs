@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use approval_aggregates::RequestId;
-use approval_ledger::store::feed::Feed;
 use common::{eventually, expect_error, purchase_order, single_step, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -77,10 +76,13 @@ async fn decisions_stored_in_version_1_0_are_read_as_1_1_everywhere() {
     assert_eq!(detail["current_step"], 1);
 
     // The feed delivers 1.1 while the store keeps 1.0.
-    let events = Feed::new(app.pool.clone())
-        .events_of(RequestId(Uuid::parse_str(&id).unwrap()))
-        .await
-        .unwrap();
+    let events = approval_ledger::store::events::history(
+        &app.pool,
+        RequestId(Uuid::parse_str(&id).unwrap()),
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     assert_eq!(events[1].event_version, "1.1");
     assert_eq!(events[1].payload["seen_version"], 1);
     assert_eq!(stored_version(&app, &id, 2).await, "1.0");

@@ -7,7 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use approval_ledger::relay::Envelope;
+use approval_ledger::broker::Envelope;
 use approval_ledger::startup::Roles;
 use common::{eventually, single_step, TestApp, AMQP};
 use futures_util::StreamExt;

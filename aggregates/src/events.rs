@@ -141,6 +141,26 @@ pub const DECISION_VERSION: &str = "1.1";
 /// The stored type names of the decision events, which changed from 1.0 to 1.1.
 pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "RequestReturned"];
 
+/// Every stored type name, one per variant of [`ApprovalEvent`]: what a reader of the feed can
+/// declare an interest in, and what the broker's bindings are derived from.
+pub const TYPES: [&str; 10] = [
+    "RequestSubmitted",
+    "ApprovalRecorded",
+    "StepCompleted",
+    "RequestApproved",
+    "RequestRejected",
+    "RequestReturned",
+    "ApproverDelegated",
+    "RequestWithdrawn",
+    "RequestCancelled",
+    "RequestExpired",
+];
+
+/// Whether `event_type` names an event that ends a request (one of [`FINAL_TYPES`]).
+pub fn is_final_type(event_type: &str) -> bool {
+    FINAL_TYPES.contains(&event_type)
+}
+
 /// The stored type names of the events that end a request: exactly those whose
 /// [`ApprovalEvent::final_status`] is `Some`, so a consumer can tell from a message's type alone.
 pub const FINAL_TYPES: [&str; 6] = [

@@ -27,7 +27,7 @@ mod tests;
 pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
 pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
 pub use error::DomainError;
-pub use events::{ApprovalEvent, FINAL_TYPES};
+pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
 pub use types::{
     Actor, Money, RequestId, Roles, Rule, Status, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };

@@ -784,4 +784,7 @@ fn final_types_are_the_events_with_a_final_status() {
             event.final_status().is_some()
         );
     }
+    // One of every variant: TYPES names exactly them, in the enum's order.
+    let all: Vec<&str> = events.iter().map(ApprovalEvent::type_name).collect();
+    assert_eq!(all, TYPES);
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use approval_ledger::http::auth::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use approval_ledger::signing::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

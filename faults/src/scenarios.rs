@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use approval_aggregates::{ApprovalEvent, RequestId, Rule, StepSpec, SystemId, UserId};
-use approval_ledger::broker::LEGACY_SYNC_EVENTS;
 use std::process::Command;
 
 use crate::check::{self, Findings};
@@ -489,12 +488,14 @@ async fn unroutable(world: &mut World, load: Load) -> Step {
     load_for(world, &load, 3).await;
     let topology = world.topology();
     say(world, "removing every binding of the exchange");
-    for event in LEGACY_SYNC_EVENTS {
-        world
-            .unbind(&topology.legacy_sync, &format!("approval.*.{event}"))
-            .await?;
+    for queue in [&topology.legacy_sync, &topology.push] {
+        for key in topology.keys_of(queue) {
+            world.unbind(queue, &key).await?;
+        }
     }
-    world.unbind(&topology.push, "approval.#").await?;
+    for key in topology.unclaimed_keys() {
+        world.unbind(&topology.unclaimed, &key).await?;
+    }
     load_for(world, &load, 6).await;
     let tally = load.stop().await;
     let metrics = world.metrics(0).await?;

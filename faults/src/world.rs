@@ -164,7 +164,7 @@ impl World {
 
     /// The service's topology.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.broker.exchange)
+        approval_ledger::handlers::topology(&self.settings.broker.exchange)
     }
 
     /// A fresh channel to RabbitMQ.
@@ -282,7 +282,7 @@ impl World {
 
     /// A token for `user`, signed with the scenario's secret.
     pub fn token(&self, user: &str) -> anyhow::Result<String> {
-        Ok(approval_ledger::http::auth::issue_token(
+        Ok(approval_ledger::signing::issue_token(
             &self.settings.auth,
             user,
             &[],

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use approval_aggregates::{Request, Status, Verdict};
 use approval_ledger::config::Settings;
-use approval_ledger::http::auth::{issue_token, signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use approval_ledger::signing::{issue_token, signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use approval_aggregates::{ApprovalEvent, ApprovalRequest, Status, Verdict};
+use approval_ledger::feed::checkpoints;
 use approval_ledger::startup::PROJECTIONS;
-use approval_ledger::store::checkpoints;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -218,7 +218,7 @@ pub async fn wait_for_projections(pool: &PgPool, limit: Duration) -> anyhow::Res
     let Some((tx_id, global_id)) = head else {
         return Ok(());
     };
-    let head = approval_projections::Position { tx_id, global_id };
+    let head = approval_ledger::feed::Position { tx_id, global_id };
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {

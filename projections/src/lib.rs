@@ -2,7 +2,8 @@
 //! queries that read them.
 //!
 //! # Layout
-//! - [`FeedEvent`], [`Position`]: an event as the global feed delivers it, and where it stands.
+//! - [`FeedEvent`], [`Position`]: an event as the global feed delivers it, and where it stands
+//!   (defined in the `approval_feed` crate, re-exported here for the projections' signatures).
 //! - [`Projection`]: one read model; `apply` folds a batch of feed events inside the caller's
 //!   transaction, the same transaction that moves the projection's checkpoint (the service's
 //!   projection runner owns that part), so each event takes effect exactly once. `write` gives
@@ -24,9 +25,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use approval_aggregates::{ApprovalEvent, RequestId};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+pub use approval_feed::{FeedEvent, Position};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -38,51 +37,6 @@ pub mod requests;
 pub mod write;
 
 use crate::write::BatchWrite;
-
-/// Where an event stands in the global feed: the writing transaction's id, then the event's
-/// global id. Ordering by this pair is the feed's order.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct Position {
-    /// The id of the transaction that appended the event.
-    pub tx_id: i64,
-    /// The event's identity value, unique and increasing within a transaction.
-    pub global_id: i64,
-}
-
-impl Position {
-    /// The position before every event.
-    pub const START: Self = Self {
-        tx_id: 0,
-        global_id: 0,
-    };
-}
-
-/// An event as the global feed delivers it: stored columns plus the decoded, upcast event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FeedEvent {
-    /// Its place in the feed.
-    pub position: Position,
-    /// Its stable id.
-    pub event_id: Uuid,
-    /// The request it belongs to.
-    pub request_id: RequestId,
-    /// Its sequence within the request, from 1: the request's version after it.
-    pub sequence: i64,
-    /// The stored type name.
-    pub event_type: String,
-    /// The version it is read in (after upcasting).
-    pub event_version: String,
-    /// The event.
-    pub event: ApprovalEvent,
-    /// The event's body as JSON, in the current version, without the enum tag.
-    pub payload: serde_json::Value,
-    /// What the command path recorded beside it (request id, actor, idempotency key).
-    pub metadata: HashMap<String, String>,
-    /// When its row was written.
-    pub recorded_at: DateTime<Utc>,
-}
 
 /// Why a projection could not apply a batch.
 #[derive(Debug, thiserror::Error)]

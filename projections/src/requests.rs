@@ -263,13 +263,13 @@ pub async fn overdue(
 
 /// The current states of the requests in `ids` that the projection has.
 pub async fn states(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Request>, ProjectionError> {
     let rows: Vec<(Uuid, serde_json::Value)> =
         sqlx::query_as("SELECT id, state FROM rm_requests WHERE id = ANY($1)")
             .bind(ids)
-            .fetch_all(pool)
+            .fetch_all(executor)
             .await?;
     rows.into_iter()
         .map(|(id, state)| Ok((id, serde_json::from_value(state)?)))

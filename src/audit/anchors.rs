@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use approval_projections::Position;
+use crate::feed::Position;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;

@@ -11,7 +11,7 @@
 //!   running hash (32 zero bytes before the first event), the event's position (`tx_id`,
 //!   `global_id`, 8 bytes each) and the event's hash, folded in feed order.
 
-use approval_projections::Position;
+use crate::feed::Position;
 use sha2::{Digest, Sha256};
 
 use crate::store::audit::StoredEvent;

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use approval_projections::Position;
+use crate::feed::Position;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -134,7 +134,7 @@ pub async fn export(
     if format == Format::Csv {
         writeln!(out, "{}", COLUMNS.join(","))?;
     }
-    let horizon = sql::horizon(pool).await?;
+    let horizon = crate::feed::read::horizon(pool).await?;
     let mut after = Position::START;
     let mut written = 0u64;
     loop {

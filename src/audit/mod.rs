@@ -30,7 +30,7 @@ pub enum AuditError {
     Database(#[from] sqlx::Error),
     /// A stored event does not decode.
     #[error(transparent)]
-    Feed(#[from] crate::store::feed::FeedError),
+    Feed(#[from] crate::feed::FeedError),
     /// A file of checkpoints cannot be used, or a stored one is malformed.
     #[error("checkpoints: {0}")]
     Anchors(String),

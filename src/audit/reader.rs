@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use approval_projections::{FeedEvent, LoadedStates, Projection, ProjectionError};
+use approval_projections::{LoadedStates, Projection, ProjectionError};
+
+use crate::feed::FeedEvent;
 use sqlx::PgConnection;
 
 use crate::audit::chain;

@@ -5,10 +5,10 @@
 
 use approval_aggregates::{ApprovalRequest, Request, RequestId};
 use approval_projections::requests::TimelineEntry;
-use approval_projections::FeedEvent;
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 
-use crate::store::feed::{Feed, FeedError};
+use crate::feed::{FeedError, FeedEvent};
 
 /// Where to stop folding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,9 @@ pub struct Replay {
 
 impl History {
     /// Loads request `id`'s events; empty when the store has none.
-    pub async fn load(feed: &Feed, id: RequestId) -> Result<Self, FeedError> {
+    pub async fn load(pool: &PgPool, id: RequestId) -> Result<Self, FeedError> {
         Ok(Self {
-            events: feed.events_of(id).await?,
+            events: crate::store::events::history(pool, id, i64::MAX).await?,
         })
     }
 
@@ -93,8 +93,8 @@ impl History {
 mod tests {
     use std::collections::HashMap;
 
+    use crate::feed::Position;
     use approval_aggregates::{ApprovalEvent, Rule, Status, StepSpec, SystemId, Timestamp, UserId};
-    use approval_projections::Position;
     use chrono::TimeZone;
     use uuid::Uuid;
 

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::feed::Position;
 use approval_aggregates::ApprovalRequest;
-use approval_projections::Position;
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -409,7 +409,7 @@ pub async fn verify_all(
         })
         .collect();
     let heads = sql::heads(pool).await?;
-    let horizon = sql::horizon(pool).await?;
+    let horizon = crate::feed::read::horizon(pool).await?;
     let mut verifier = Verifier::new(stored.into_iter().chain(external).collect(), heads);
 
     let fetch = |after: Position| {

@@ -21,7 +21,6 @@ use crate::config::Settings;
 use crate::http::dto::RuleDto;
 use crate::http::history::HistoryAnswer;
 use crate::store::db;
-use crate::store::feed::Feed;
 
 /// The exit code of `audit verify` when the store is not intact.
 pub const NOT_INTACT_EXIT_CODE: u8 = 3;
@@ -169,7 +168,7 @@ async fn replay(
     version: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let history = History::load(&Feed::new(pool.clone()), RequestId(id)).await?;
+    let history = History::load(pool, RequestId(id)).await?;
     if history.current().is_none() {
         return Err(anyhow!("no request {id} in the event store"));
     }

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 
 use crate::config::Settings;
-use crate::http::auth::issue_token;
+use crate::signing::issue_token;
 
 /// Reads `90s`, `15m`, `1h`, `7d` or plain seconds.
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {

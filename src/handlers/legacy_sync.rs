@@ -8,14 +8,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use approval_aggregates::{ApprovalEvent, Status, FINAL_TYPES};
-use approval_projections::FeedEvent;
+use approval_aggregates::{is_final_type, ApprovalEvent, Status};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::broker::Envelope;
 use crate::config::SystemSettings;
+use crate::feed::interest::Interest;
+use crate::feed::FeedEvent;
 use crate::handlers::{Handler, HandlerError, Histories, JobSignal};
-use crate::relay::Envelope;
 use crate::store::deliveries::{self, Channel, NewJob};
 
 /// The handler.
@@ -87,10 +88,18 @@ fn body(
     })
 }
 
-/// Whether an event of type `event_type` can have a callback: [`callback_type`] is `None` for
-/// every other type, so a message of another type needs no look at the store.
+impl LegacySync {
+    /// The events that can have a callback: every status change, and step progress for the
+    /// systems that ask for it. What its queue is bound to; [`callback_type`] is `None` for
+    /// every other type, so a message of another type needs no look at the store.
+    pub const INTEREST: Interest =
+        Interest::only(|event_type| is_final_type(event_type) || event_type == "StepCompleted");
+}
+
+/// Whether an event of type `event_type` can have a callback for a system that does (or does
+/// not) ask for step progress.
 pub fn may_call_back(event_type: &str, progress: bool) -> bool {
-    FINAL_TYPES.contains(&event_type) || (progress && event_type == "StepCompleted")
+    LegacySync::INTEREST.wants(event_type) && (progress || event_type != "StepCompleted")
 }
 
 impl Handler for LegacySync {

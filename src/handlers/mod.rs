@@ -20,7 +20,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use approval_projections::FeedEvent;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -31,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::broker::{bounded, Broker, BrokerCallError};
-use crate::relay::Envelope;
+use crate::broker::{bounded, Broker, BrokerCallError, Envelope, Topology};
+use crate::feed::{FeedError, FeedEvent};
 use crate::shutdown::pause;
 use crate::store::events;
 
@@ -58,15 +57,23 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-impl From<crate::store::feed::FeedError> for HandlerError {
-    fn from(e: crate::store::feed::FeedError) -> Self {
+impl From<FeedError> for HandlerError {
+    fn from(e: FeedError) -> Self {
         match e {
-            crate::store::feed::FeedError::Database(db) => db.into(),
-            decode @ crate::store::feed::FeedError::Decode { .. } => {
-                Self::Permanent(decode.to_string())
-            }
+            FeedError::Database(db) => db.into(),
+            decode @ FeedError::Decode(_) => Self::Permanent(decode.to_string()),
         }
     }
+}
+
+/// The service's topology on `exchange`: each handler's work queue, bound to the events its
+/// handler declared an interest in.
+pub fn topology(exchange: &str) -> Topology {
+    let topology = Topology::new(exchange);
+    let (legacy_sync, push) = (topology.legacy_sync.clone(), topology.push.clone());
+    topology
+        .bind(&legacy_sync, legacy_sync::LegacySync::INTEREST)
+        .bind(&push, push::Push::INTEREST)
 }
 
 /// What a consumer does with the messages it has.

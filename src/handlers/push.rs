@@ -3,13 +3,14 @@
 //! per registered device of theirs. Who that is comes from folding the request's events with the
 //! aggregate's own code, before and after the event.
 
-use approval_aggregates::{ApprovalRequest, Status, UserId, FINAL_TYPES};
-use approval_projections::FeedEvent;
+use approval_aggregates::{is_final_type, ApprovalRequest, Status, UserId};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::broker::Envelope;
+use crate::feed::interest::Interest;
+use crate::feed::FeedEvent;
 use crate::handlers::{Handler, HandlerError, Histories, JobSignal};
-use crate::relay::Envelope;
 use crate::store::deliveries::{self, Channel, NewJob};
 use crate::store::devices;
 
@@ -21,13 +22,16 @@ pub struct Push {
     pub jobs: JobSignal,
 }
 
-/// Whether an event can put an item in someone's inbox or end a request.
-pub fn may_notify(event_type: &str) -> bool {
-    FINAL_TYPES.contains(&event_type)
-        || matches!(
-            event_type,
-            "RequestSubmitted" | "StepCompleted" | "ApproverDelegated"
-        )
+impl Push {
+    /// The events that can put an item in someone's inbox or end a request: what its queue is
+    /// bound to, and what it and the sweeper look at.
+    pub const INTEREST: Interest = Interest::only(|event_type| {
+        is_final_type(event_type)
+            || matches!(
+                event_type,
+                "RequestSubmitted" | "StepCompleted" | "ApproverDelegated"
+            )
+    });
 }
 
 /// Who the last event of `history` notifies, and what to tell them.
@@ -96,8 +100,10 @@ impl Handler for Push {
     /// Who each message's event notifies, from one read of the batch's histories, then one
     /// look-up of their devices and one insert of the jobs, on one connection.
     async fn handle(&self, batch: &[Envelope]) -> Result<u64, HandlerError> {
-        let notifying: Vec<&Envelope> =
-            batch.iter().filter(|e| may_notify(&e.event_type)).collect();
+        let notifying: Vec<&Envelope> = batch
+            .iter()
+            .filter(|e| Self::INTEREST.wants(&e.event_type))
+            .collect();
         if notifying.is_empty() {
             return Ok(0);
         }
@@ -157,12 +163,12 @@ impl Handler for Push {
 
 #[cfg(test)]
 mod tests {
-    use super::may_notify;
+    use super::Push;
 
     #[test]
     fn only_inbox_changes_and_final_statuses_notify() {
-        assert!(may_notify("RequestSubmitted"));
-        assert!(may_notify("RequestApproved"));
-        assert!(!may_notify("ApprovalRecorded"));
+        assert!(Push::INTEREST.wants("RequestSubmitted"));
+        assert!(Push::INTEREST.wants("RequestApproved"));
+        assert!(!Push::INTEREST.wants("ApprovalRecorded"));
     }
 }

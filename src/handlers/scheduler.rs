@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeliverySettings, PushSettings, SystemSettings};
 use crate::handlers::JobSignal;
-use crate::http::auth::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::metrics::Metrics;
 use crate::shutdown::pause;
+use crate::signing::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::store::deliveries::{self, Channel, Job};
 
 /// The header naming the event a callback carries.

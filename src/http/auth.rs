@@ -1,6 +1,7 @@
 //! Who is calling: people by a bearer JWT (HS256 with `auth.jwt_secret`; `exp`, `iss`, `aud`
 //! checked), legacy systems by an HMAC-SHA256 signature over `"{timestamp}.{raw body}"` with the
-//! system's secret, within a window around now. Signatures are compared in constant time.
+//! system's secret, within a window around now. Signatures are compared in constant time. How
+//! tokens and signatures are made is in [`crate::signing`].
 
 use std::collections::BTreeMap;
 use std::future::{ready, Ready};
@@ -9,78 +10,12 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use approval_aggregates::{validation, Actor, Roles, UserId};
 use chrono::Utc;
-use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::config::{AuthSettings, Secret, Settings};
+use crate::config::{Secret, Settings};
 use crate::http::errors::ApiError;
 use crate::http::AppState;
-
-/// The header naming a system's signing time.
-pub const TIMESTAMP_HEADER: &str = "X-Ledger-Timestamp";
-/// The header carrying a system's signature.
-pub const SIGNATURE_HEADER: &str = "X-Ledger-Signature";
-
-/// The claims of a person's token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: i64,
-    /// Issued at.
-    pub iat: i64,
-    /// Issuer.
-    pub iss: String,
-    /// Audience.
-    pub aud: String,
-    /// `auditor`, `admin`.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-/// Signs a token for `user` with `roles`, valid for `ttl_secs`.
-pub fn issue_token(
-    auth: &AuthSettings,
-    user: &str,
-    roles: &[String],
-    ttl_secs: i64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        sub: user.to_owned(),
-        exp: now + ttl_secs,
-        iat: now,
-        iss: auth.issuer.clone(),
-        aud: auth.audience.clone(),
-        roles: roles.to_vec(),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(auth.jwt_secret.expose().as_bytes()),
-    )
-}
-
-/// The value of `X-Ledger-Signature` for `body` signed at `timestamp` with `secret`.
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!(
-        "v1={}",
-        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
-    )
-}
-
-fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
+use crate::signing::{verifies, Claims, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Checks people's tokens and systems' signatures.
 pub struct Authenticator {
@@ -150,17 +85,7 @@ impl Authenticator {
             return Err(refused());
         }
         let signatures = header(SIGNATURE_HEADER).ok_or_else(refused)?;
-        // Several signatures may be sent while a secret is rotated; one must match.
-        let valid = signatures
-            .split(',')
-            .filter_map(|s| s.trim().strip_prefix("v1="))
-            .filter_map(|hex_sig| hex::decode(hex_sig).ok())
-            .any(|sig| {
-                mac(secret.expose(), timestamp, body)
-                    .verify_slice(&sig)
-                    .is_ok()
-            });
-        if valid {
+        if verifies(secret.expose(), timestamp, body, signatures) {
             Ok(())
         } else {
             Err(refused())
@@ -189,22 +114,5 @@ impl FromRequest for Person {
             None => Err(ApiError::internal(&"the application state is missing")),
         };
         ready(result)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signature_is_hex_hmac_sha256_of_timestamp_dot_body() {
-        // Computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
-        let sig = signature("secret", 1_700_000_000, b"{}");
-        assert_eq!(
-            sig,
-            "v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
-        );
-        assert_ne!(sig, signature("secret", 1_700_000_001, b"{}"));
-        assert_ne!(sig, signature("other", 1_700_000_000, b"{}"));
     }
 }

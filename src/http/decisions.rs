@@ -1,9 +1,9 @@
 //! `POST /v1/decisions`: several decisions at once, each on its own: one failing item does not
 //! undo the others, and the results come back in the order of the items.
 
+use crate::feed::Position;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use approval_aggregates::{ApprovalCommand, Decision, Verdict};
-use approval_projections::Position;
 use chrono::Utc;
 use futures_util::stream::{self, StreamExt};
 

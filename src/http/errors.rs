@@ -219,10 +219,10 @@ impl From<approval_projections::ProjectionError> for ApiError {
     }
 }
 
-impl From<crate::store::feed::FeedError> for ApiError {
-    fn from(e: crate::store::feed::FeedError) -> Self {
+impl From<crate::feed::FeedError> for ApiError {
+    fn from(e: crate::feed::FeedError) -> Self {
         match &e {
-            crate::store::feed::FeedError::Database(db) if crate::store::is_unavailable(db) => {
+            crate::feed::FeedError::Database(db) if crate::store::is_unavailable(db) => {
                 Self::unavailable(&e)
             }
             _ => Self::internal(&e),

@@ -13,7 +13,6 @@ use crate::http::auth::Person;
 use crate::http::dto::{request_id, RequestDetail};
 use crate::http::errors::{ApiError, Code, ErrorBody};
 use crate::http::AppState;
-use crate::store::feed::Feed;
 
 /// The query of a history.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -80,7 +79,7 @@ pub async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let id = request_id(&path)?;
     let cut = query.cut()?;
-    let history = History::load(&Feed::new(state.pool.clone()), id).await?;
+    let history = History::load(&state.pool, id).await?;
     // Visibility follows the request as it stands now, as for the detail: a delegate added
     // later may read what happened before they joined.
     history

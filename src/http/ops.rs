@@ -7,11 +7,12 @@ use chrono::Utc;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::feed::{checkpoints, read as feed};
 use crate::http::errors::{ApiError, Code, ErrorBody};
 use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, BrokerProbe};
 use crate::metrics::{ChannelLabels, Metrics};
-use crate::store::{checkpoints, deliveries, feed};
+use crate::store::deliveries;
 
 /// How long a readiness probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

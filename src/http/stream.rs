@@ -30,24 +30,30 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[get("/v1/stream")]
 pub async fn stream(state: web::Data<AppState>, person: Person) -> HttpResponse {
     let rx = state.hub.listen(person.0.user.as_str());
+    let hub = state.hub.clone();
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
     keep_alive.reset();
     let events = futures_util::stream::unfold(
         (rx, keep_alive, true),
-        |(mut rx, mut keep_alive, first)| async move {
-            if first {
-                let ready = Bytes::from_static(b"event: ready\ndata: {}\n\n");
-                return Some((Ok::<_, Infallible>(ready), (rx, keep_alive, false)));
-            }
-            let chunk = tokio::select! {
-                change = rx.recv() => {
-                    let change = change?;
-                    let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
-                    Bytes::from(format!("event: inbox\ndata: {data}\n\n"))
+        move |(mut rx, mut keep_alive, first)| {
+            let hub = hub.clone();
+            async move {
+                if first {
+                    let ready = Bytes::from_static(b"event: ready\ndata: {}\n\n");
+                    return Some((Ok::<_, Infallible>(ready), (rx, keep_alive, false)));
                 }
-                _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
-            };
-            Some((Ok(chunk), (rx, keep_alive, false)))
+                let chunk = tokio::select! {
+                    change = rx.recv() => {
+                        let change = change?;
+                        let data = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
+                        Bytes::from(format!("event: inbox\ndata: {data}\n\n"))
+                    }
+                    _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                    // The service stops: the stream ends, so the stop need not wait for it.
+                    () = hub.closed() => return None,
+                };
+                Some((Ok(chunk), (rx, keep_alive, false)))
+            }
         },
     );
     HttpResponse::Ok()

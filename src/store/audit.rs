@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use approval_projections::Position;
+use crate::feed::Position;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -52,16 +52,6 @@ impl StoredEvent {
 const STORED_COLUMNS: &str = "tx_id, global_id, aggregate_type, aggregate_id, sequence, \
      event_type, event_version, payload::text AS payload, metadata::text AS metadata, event_id, \
      recorded_at, hash";
-
-/// The oldest transaction still running: every event below it has committed for good, so a
-/// long read bounded by it sees a fixed store.
-pub async fn horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    let (xmin,): (i64,) =
-        sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(pool)
-            .await?;
-    Ok(xmin)
-}
 
 /// Up to `limit` stored events after `after` and below transaction `below`, in feed order,
 /// recorded at or after `since` when given.

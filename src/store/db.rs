@@ -217,12 +217,7 @@ pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// On a server the store has always lived on, or restored from a physical backup, every stored id
 /// is below the next one to be handed out. Reads the index's last entry; assigns no id.
 pub async fn check_transaction_ids(pool: &PgPool) -> Result<(), DbError> {
-    let (stored, next): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT max(tx_id) FROM events), \
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (stored, next) = crate::feed::read::transaction_ids(pool).await?;
     match stored {
         Some(stored) if stored >= next => Err(DbError::AheadOfServer { stored, next }),
         _ => Ok(()),

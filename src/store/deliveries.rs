@@ -87,7 +87,7 @@ impl Job {
 
 /// Which of `event_ids` have jobs, on which channel.
 pub async fn channels_of(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     event_ids: &[Uuid],
 ) -> Result<HashSet<(Uuid, Channel)>, sqlx::Error> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
@@ -95,7 +95,7 @@ pub async fn channels_of(
          WHERE channel IN ('callback', 'push') AND event_id = ANY($1)",
     )
     .bind(event_ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     Ok(rows
         .into_iter()

@@ -4,12 +4,15 @@
 
 use std::collections::HashMap;
 
+use approval_aggregates::upcasters::upcasters;
 use approval_aggregates::{ApprovalEvent, ApprovalRequest, RequestId};
-use approval_projections::Position;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::feed::read::{Row, ROW_COLUMNS};
+use crate::feed::{FeedError, FeedEvent, Position};
 
 /// The last sequence that `actor`'s command with idempotency key `key` wrote to request `id`,
 /// if it wrote any: the event store itself remembers keys, so an answer lost in a crash between
@@ -37,11 +40,7 @@ pub async fn sequence_of_key(
 
 /// The events of request `id` up to and including `upto`, decoded through the upcasters, in
 /// order: what the handlers fold to decide whom an event concerns.
-pub async fn history(
-    pool: &PgPool,
-    id: RequestId,
-    upto: i64,
-) -> Result<Vec<approval_projections::FeedEvent>, crate::store::feed::FeedError> {
+pub async fn history(pool: &PgPool, id: RequestId, upto: i64) -> Result<Vec<FeedEvent>, FeedError> {
     let mut all = histories(pool, &HashMap::from([(id.0, upto)])).await?;
     Ok(all.remove(&id.0).unwrap_or_default())
 }
@@ -57,48 +56,51 @@ pub async fn history(
 pub async fn histories(
     executor: impl sqlx::PgExecutor<'_>,
     upto: &HashMap<Uuid, i64>,
-) -> Result<HashMap<Uuid, Vec<approval_projections::FeedEvent>>, crate::store::feed::FeedError> {
+) -> Result<HashMap<Uuid, Vec<FeedEvent>>, FeedError> {
     let (ids, sequences): (Vec<String>, Vec<i64>) = upto
         .iter()
         .map(|(id, upto)| (id.to_string(), *upto))
         .unzip();
-    let rows: Vec<crate::store::feed::Row> = sqlx::query_as(&format!(
-        "SELECT {} FROM UNNEST($2::text[], $3::int8[]) AS wanted(id, upto) \
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM UNNEST($2::text[], $3::int8[]) AS wanted(id, upto) \
          CROSS JOIN LATERAL ( \
              SELECT * FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = wanted.id AND sequence <= wanted.upto \
-             ORDER BY sequence OFFSET 0) AS events",
-        crate::store::feed::ROW_COLUMNS
+             ORDER BY sequence OFFSET 0) AS events"
     ))
     .bind(ApprovalRequest::TYPE)
     .bind(&ids)
     .bind(&sequences)
     .fetch_all(executor)
     .await?;
-    let upcasters = approval_aggregates::upcasters::upcasters();
-    let mut all: HashMap<Uuid, Vec<approval_projections::FeedEvent>> = HashMap::new();
+    let upcasters = upcasters();
+    let mut all: HashMap<Uuid, Vec<FeedEvent>> = HashMap::new();
     for row in rows {
-        let event = crate::store::feed::decode(&upcasters, row)?;
+        let event = row.decode(&upcasters)?;
         all.entry(event.request_id.0).or_default().push(event);
     }
     Ok(all)
 }
 
-/// The system and external reference of each request in `ids`, from its submission.
-pub async fn sources(
+/// The submission (the first event) of each request in `ids` that has one, decoded through the
+/// upcasters like every event the feed delivers.
+pub async fn submissions(
     executor: impl sqlx::PgExecutor<'_>,
     ids: &[String],
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT aggregate_id, \
-                coalesce(payload->'RequestSubmitted'->>'system', ''), \
-                coalesce(payload->'RequestSubmitted'->>'external_ref', '') \
-         FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND sequence = 1",
-    )
+) -> Result<Vec<FeedEvent>, FeedError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND sequence = 1"
+    ))
     .bind(ApprovalRequest::TYPE)
     .bind(ids)
     .fetch_all(executor)
-    .await
+    .await?;
+    let upcasters = upcasters();
+    Ok(rows
+        .into_iter()
+        .map(|row| row.decode(&upcasters))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Why an append failed.

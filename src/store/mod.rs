@@ -1,7 +1,7 @@
-//! Everything that touches the event store's tables: the cqrs-es event store on postgres-es,
-//! the database's creation and migrations, the global feed, the feed readers' checkpoints, the
-//! idempotency answers, the commit signal and the audit ledger's tables. SQL of the write side lives here and nowhere else;
-//! the read models' SQL lives in the projections crate.
+//! What touches the event store's tables besides the feed (`crate::feed`): the cqrs-es event
+//! store on postgres-es, the append, the database's creation and migrations, the idempotency
+//! answers, the deliveries and devices, and the audit ledger's tables. The read models' SQL lives
+//! in the projections crate.
 
 use std::error::Error as StdError;
 
@@ -12,14 +12,11 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 pub mod audit;
-pub mod checkpoints;
 pub mod db;
 pub mod deliveries;
 pub mod devices;
 pub mod events;
-pub mod feed;
 pub mod idempotency;
-pub mod signal;
 
 /// The cqrs-es event store of approval requests, on postgres-es.
 pub type EventStore = PersistedEventStore<PostgresEventRepository, ApprovalRequest>;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use approval_ledger::config::Settings;
-use approval_ledger::http::auth::{issue_token, signature};
+use approval_ledger::signing::{issue_token, signature};
 use approval_ledger::startup::{Application, Roles};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};

@@ -1,21 +1,23 @@
-//! How far each projection has read the feed, so that a command's caller can read their own
-//! write: the command path waits, bounded, until every projection has passed its event.
+//! How far each read model has read the feed, so that a command's caller can read their own
+//! write: the command path waits, bounded, until every read model has passed its event.
 //!
-//! Where the projections run in this process they report here directly. Where they run in
-//! another (`serve --role api`), [`Progress::follow_checkpoints`] reads their checkpoints from the
-//! database, quickly while someone waits and lazily otherwise.
+//! Where the read models run in this process, their runner reports here directly. Where they run
+//! in another (`serve --role api`), [`Progress::follow`] takes the position the runner announces
+//! after each batch ([`crate::feed::signal`]), and reads the checkpoints themselves only when an
+//! announcement may have been missed and now and then.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use approval_projections::Position;
+use approval_feed::Position;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::checkpoints;
+use crate::feed::checkpoints;
+use crate::feed::signal::CommitSignal;
 
 /// Each projection's position.
 #[derive(Clone, Debug)]
@@ -51,15 +53,6 @@ impl Progress {
         }
     }
 
-    /// The slowest projection's position.
-    pub fn slowest(&self) -> Position {
-        self.positions
-            .values()
-            .map(|s| *s.borrow())
-            .min()
-            .unwrap_or(Position::START)
-    }
-
     /// Waits until every projection has applied the event at `position`, at most `timeout`.
     /// Returns whether they did.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
@@ -78,10 +71,27 @@ impl Progress {
         seen
     }
 
-    /// Keeps the positions current from the checkpoints table until `stop`: every few
-    /// milliseconds while a command waits, every `idle` otherwise.
-    pub async fn follow_checkpoints(self, pool: PgPool, idle: Duration, stop: CancellationToken) {
-        let busy = Duration::from_millis(3);
+    /// Every read model has applied everything up to `to`.
+    pub fn advance_all(&self, to: Position) {
+        for name in self.positions.keys() {
+            self.advance(name, to);
+        }
+    }
+
+    /// Keeps the positions current in a process that does not run the read models, until
+    /// `stop`: from the positions `signal` hears announced, and from the checkpoints table when
+    /// an announcement may have been missed (the listener reconnected), every `poll` while a
+    /// command waits, and every `idle` otherwise.
+    pub async fn follow(
+        self,
+        signal: CommitSignal,
+        pool: PgPool,
+        poll: Duration,
+        idle: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut heard = signal.heard_progress();
+        let mut resyncs = signal.resyncs();
         loop {
             match checkpoints::all(&pool).await {
                 Ok(rows) => {
@@ -89,16 +99,27 @@ impl Progress {
                         self.advance(&name, position);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot read the projections' checkpoints"),
+                Err(e) => tracing::debug!(error = %e, "cannot read the read models' checkpoints"),
             }
-            let pause = if self.waiting.load(Ordering::Relaxed) > 0 {
-                busy
+            let read_again = tokio::time::sleep(if self.waiting.load(Ordering::Relaxed) > 0 {
+                poll
             } else {
                 idle
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
+            });
+            tokio::pin!(read_again);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = &mut read_again => break,
+                    _ = resyncs.changed() => break,
+                    changed = heard.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let to = *heard.borrow_and_update();
+                        self.advance_all(to);
+                    }
+                }
             }
         }
     }
@@ -127,7 +148,6 @@ mod tests {
                 .wait_for(at(10, 5), Duration::from_millis(20))
                 .await
         );
-        assert_eq!(progress.slowest(), at(10, 5));
     }
 
     #[test]
@@ -135,6 +155,5 @@ mod tests {
         let progress = Progress::new(&["a"]);
         progress.advance("a", at(10, 5));
         progress.advance("a", at(9, 7));
-        assert_eq!(progress.slowest(), at(10, 5));
     }
 }

@@ -1,5 +1,6 @@
-//! RabbitMQ: the topology every name of which derives from `broker.exchange`, and the one task
-//! that owns the connection.
+//! RabbitMQ: the one task that owns the connection, the topology every name of which derives
+//! from `broker.exchange` ([`topology`]), and the messages the relay publishes and the
+//! consumers read ([`envelope`]).
 //!
 //! The supervisor connects with backoff and jitter, declares the topology (idempotently) on
 //! every connection, and publishes the live connection through a watch channel. The relay and
@@ -10,30 +11,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use approval_aggregates::FINAL_TYPES;
 use futures_util::StreamExt;
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::{LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerSettings;
 
-/// The event types the legacy-sync queue receives: step progress and the status changes (the
-/// aggregate's [`FINAL_TYPES`]).
-pub const LEGACY_SYNC_EVENTS: [&str; 7] = {
-    let mut all = ["StepCompleted"; 7];
-    let mut i = 0;
-    while i < FINAL_TYPES.len() {
-        all[i + 1] = FINAL_TYPES[i];
-        i += 1;
-    }
-    all
-};
+pub mod envelope;
+pub mod topology;
+
+pub use envelope::{Envelope, Sources};
+pub use topology::Topology;
 
 /// The longest any single call to RabbitMQ may take (open or close a channel, consume, ack):
 /// lapin can wait for ever on a connection that died under it, and a consumer waiting there
@@ -62,155 +52,6 @@ pub enum BrokerCallError {
     TimedOut(&'static str),
 }
 
-/// Every name the service declares, derived from the exchange's name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topology {
-    /// The durable topic exchange events are published to.
-    pub exchange: String,
-    /// Where the work queues dead-letter (direct, routed by the queue's name).
-    pub dead_letter_exchange: String,
-    /// The legacy-sync handler's quorum queue.
-    pub legacy_sync: String,
-    /// The push handler's quorum queue.
-    pub push: String,
-}
-
-impl Topology {
-    /// The names for `exchange`.
-    pub fn new(exchange: &str) -> Self {
-        Self {
-            exchange: exchange.to_owned(),
-            dead_letter_exchange: format!("{exchange}.dead-letter"),
-            legacy_sync: format!("{exchange}.legacy-sync"),
-            push: format!("{exchange}.push"),
-        }
-    }
-
-    /// The dead-letter queue of work queue `queue`.
-    pub fn dead_letter_queue(queue: &str) -> String {
-        format!("{queue}.dead")
-    }
-
-    /// The routing key of an event: `approval.<system>.<event_type>`.
-    pub fn routing_key(system: &str, event_type: &str) -> String {
-        format!("approval.{system}.{event_type}")
-    }
-
-    /// Declares the exchanges, the work queues (quorum, with a delivery limit and
-    /// dead-lettering), their dead-letter queues and the bindings. Idempotent.
-    pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        let mut legacy_keys: Vec<String> = LEGACY_SYNC_EVENTS
-            .iter()
-            .map(|t| format!("approval.*.{t}"))
-            .collect();
-        legacy_keys.sort();
-        for (queue, keys) in [
-            (&self.legacy_sync, legacy_keys),
-            (&self.push, vec!["approval.#".to_owned()]),
-        ] {
-            let dead = Self::dead_letter_queue(queue);
-            channel
-                .queue_declare(dead.as_str().into(), queue_options(), quorum(None))
-                .await?;
-            channel
-                .queue_bind(
-                    dead.as_str().into(),
-                    self.dead_letter_exchange.as_str().into(),
-                    queue.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let mut args = quorum(Some(delivery_limit));
-            args.insert(
-                ShortString::from("x-dead-letter-exchange"),
-                AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_str())),
-            );
-            args.insert(
-                ShortString::from("x-dead-letter-routing-key"),
-                AMQPValue::LongString(LongString::from(queue.as_str())),
-            );
-            channel
-                .queue_declare(queue.as_str().into(), queue_options(), args)
-                .await?;
-            for key in keys {
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        self.exchange.as_str().into(),
-                        key.as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Topology {
-    /// Deletes every queue and exchange of this topology, with whatever they hold: for tests and
-    /// benchmarks that declared their own, never for a ledger in use.
-    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        for queue in [&self.legacy_sync, &self.push] {
-            for name in [queue.clone(), Self::dead_letter_queue(queue)] {
-                channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await?;
-            }
-        }
-        for exchange in [&self.exchange, &self.dead_letter_exchange] {
-            channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-fn queue_options() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
-}
-
-fn quorum(delivery_limit: Option<u32>) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-queue-type"),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    if let Some(limit) = delivery_limit {
-        args.insert(
-            ShortString::from("x-delivery-limit"),
-            AMQPValue::LongInt(i32::try_from(limit).unwrap_or(i32::MAX)),
-        );
-    }
-    args
-}
-
 /// A live connection, as the supervisor hands it out.
 #[derive(Clone)]
 pub struct Session {
@@ -228,13 +69,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the supervisor; it runs until `stop`.
+    /// Starts the supervisor, which declares `topology` on every connection; it runs until
+    /// `stop`.
     pub fn start(
         settings: BrokerSettings,
+        topology: Topology,
         stop: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
-        let topology = Topology::new(&settings.exchange);
         let task = tokio::spawn(supervise(settings, topology.clone(), tx, stop));
         (
             Self {
@@ -368,42 +210,5 @@ async fn connect(
             std::io::ErrorKind::TimedOut,
             "connecting to RabbitMQ timed out",
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Topology, LEGACY_SYNC_EVENTS};
-
-    #[test]
-    fn legacy_sync_takes_step_progress_and_every_status_change() {
-        assert_eq!(
-            LEGACY_SYNC_EVENTS,
-            [
-                "StepCompleted",
-                "RequestApproved",
-                "RequestRejected",
-                "RequestReturned",
-                "RequestWithdrawn",
-                "RequestCancelled",
-                "RequestExpired",
-            ]
-        );
-    }
-
-    #[test]
-    fn every_name_derives_from_the_exchange() {
-        let t = Topology::new("approval.events");
-        assert_eq!(t.legacy_sync, "approval.events.legacy-sync");
-        assert_eq!(t.push, "approval.events.push");
-        assert_eq!(t.dead_letter_exchange, "approval.events.dead-letter");
-        assert_eq!(
-            Topology::dead_letter_queue(&t.push),
-            "approval.events.push.dead"
-        );
-        assert_eq!(
-            Topology::routing_key("erp", "RequestApproved"),
-            "approval.erp.RequestApproved"
-        );
     }
 }

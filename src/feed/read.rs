@@ -1,4 +1,5 @@
-//! The global feed: every event in one order that no reader ever skips.
+//! Reading the global feed, and the rule of what a reader may see: the one place that names the
+//! snapshot horizon.
 //!
 //! Each event row carries the id of the transaction that wrote it (`tx_id`) and an identity
 //! (`global_id`). The feed is ordered by `(tx_id, global_id)` and is read only below the oldest
@@ -8,18 +9,25 @@
 //! are handed out before a transaction can see another's commit, so a request's later event is
 //! always behind its earlier one. See docs/decisions/0002-gap-free-feed.md.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use approval_aggregates::upcasters::upcasters;
-use approval_aggregates::{ApprovalEvent, RequestId};
-use approval_projections::{FeedEvent, LoadedStates, Position};
+use approval_feed::{DecodeError, FeedEvent, Position, StoredRow};
+use approval_projections::LoadedStates;
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use serde::Deserialize as _;
+use cqrs_es::persist::EventUpcaster;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool, Row as _};
 use uuid::Uuid;
+
+/// The oldest transaction still running, as the reading statement's snapshot sees it: the feed's
+/// horizon. Everything below it has committed or rolled back for good.
+macro_rules! horizon {
+    () => {
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
+const HORIZON: &str = horizon!();
 
 /// Why a batch could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +36,8 @@ pub enum FeedError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored event does not decode. Readers stop here rather than skip it.
-    #[error("event at {position:?} ({event_type} {event_version}) does not decode: {message}")]
-    Decode {
-        /// Where it stands.
-        position: Position,
-        /// Its stored type.
-        event_type: String,
-        /// Its stored version.
-        event_version: String,
-        /// What went wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
 }
 
 /// A batch of the feed.
@@ -48,18 +47,20 @@ pub struct Batch {
     pub events: Vec<FeedEvent>,
     /// Whether committed events exist after the batch that it does not hold: held back behind a
     /// transaction still running (or, after an empty batch, committed since the read). The
-    /// reader should look again soon rather than sleep. [`Feed::read_after_on`] answers it for
-    /// every batch (in the read's own statement and snapshot when the batch has events);
-    /// [`Feed::read_with_states_on`] only for an empty one, and a batch of it with events says
-    /// `false` (its reader reads again soon anyway).
+    /// reader should look again soon rather than wait for the next commit.
     pub held_back: bool,
+    /// For a read with states ([`Feed::read_with_states_on`]): the stored state of each request
+    /// of the batch in each table, one map per table in its order; `None` when an event's
+    /// aggregate id is not in the canonical form the tables are keyed by (the reader then reads
+    /// the states itself), or for a plain read.
+    pub states: Option<Vec<LoadedStates>>,
 }
 
 /// How soon a reader looks again when [`Batch::held_back`] says committed events wait behind a
 /// transaction still running.
 pub const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 
-/// A row of [`Feed::read_after_on`]: the event and whether events are held back.
+/// A row of a feed read: the event and whether events are held back.
 #[derive(sqlx::FromRow)]
 struct HeldRow {
     #[sqlx(flatten)]
@@ -67,10 +68,22 @@ struct HeldRow {
     held_back: bool,
 }
 
+/// Whether committed events are held back: asked in the reading statement, with its snapshot.
+const HELD_BACK: &str = concat!(
+    "(SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= ",
+    horizon!(),
+    ")) AS held_back"
+);
+
 /// Reads the global feed.
 pub struct Feed {
-    pool: PgPool,
     upcasters: Vec<Box<dyn EventUpcaster>>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// An event row as stored, before decoding.
@@ -88,23 +101,47 @@ pub(crate) struct Row {
     recorded_at: DateTime<Utc>,
 }
 
+impl Row {
+    /// The row as the feed crate decodes it.
+    fn stored(self) -> StoredRow {
+        StoredRow {
+            position: Position {
+                tx_id: self.tx_id,
+                global_id: self.global_id,
+            },
+            event_id: self.event_id,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// Decodes the row through `upcasters`.
+    pub(crate) fn decode(
+        self,
+        upcasters: &[Box<dyn EventUpcaster>],
+    ) -> Result<FeedEvent, DecodeError> {
+        approval_feed::decode(upcasters, self.stored())
+    }
+}
+
+/// The columns of an event row that [`Row`] reads.
+pub(crate) const ROW_COLUMNS: &str = "tx_id, global_id, event_id, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at";
+
 impl Feed {
-    /// A reader over `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// A reader, decoding through the aggregate's upcasters.
+    pub fn new() -> Self {
         Self {
-            pool,
             upcasters: upcasters(),
         }
     }
 
-    /// Up to `limit` events after `after`, in feed order.
-    pub async fn read_after(&self, after: Position, limit: i64) -> Result<Batch, FeedError> {
-        let mut conn = self.pool.acquire().await?;
-        self.read_after_on(&mut conn, after, limit).await
-    }
-
-    /// [`Feed::read_after`] on `conn`, for a reader that goes on to write through the same
-    /// connection (one checkout of the pool for both).
+    /// Up to `limit` events after `after`, in feed order, read on `conn`.
     pub async fn read_after_on(
         &self,
         conn: &mut PgConnection,
@@ -114,18 +151,12 @@ impl Feed {
         // Whether events are held back is asked in the same statement (evaluated once for it),
         // so that a reader that got part of what is committed knows whether to look again soon
         // or to wait for the next commit without a round trip of its own.
-        let rows: Vec<HeldRow> = sqlx::query_as(
-            "SELECT tx_id, global_id, event_id, aggregate_id, sequence, event_type, event_version, \
-                    payload, metadata, recorded_at, \
-                    (SELECT EXISTS (SELECT 1 FROM events \
-                         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)) \
-                        AS held_back \
-             FROM events \
-             WHERE (tx_id, global_id) > ($1, $2) \
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+        let rows: Vec<HeldRow> = sqlx::query_as(&format!(
+            "SELECT {ROW_COLUMNS}, {HELD_BACK} FROM events \
+             WHERE (tx_id, global_id) > ($1, $2) AND tx_id < {HORIZON} \
              ORDER BY tx_id, global_id \
-             LIMIT $3",
-        )
+             LIMIT $3"
+        ))
         .bind(after.tx_id)
         .bind(after.global_id)
         .bind(limit)
@@ -137,24 +168,27 @@ impl Feed {
         };
         let events = rows
             .into_iter()
-            .map(|row| decode(&self.upcasters, row.row))
+            .map(|row| row.row.decode(&self.upcasters))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch { events, held_back })
+        Ok(Batch {
+            events,
+            held_back,
+            states: None,
+        })
     }
 
     /// [`Feed::read_after_on`] that also reads, in the same statement, the stored state of each
-    /// request in the batch from each table of `states` (built by [`StatesQuery::new`]): one
-    /// map per table, in its order. The maps are `None` when an event's aggregate id is not in
-    /// the canonical form the tables are keyed by (the caller then reads the states itself).
+    /// request in the batch from each table of `states` (built by [`StatesQuery::new`]), into
+    /// [`Batch::states`].
     pub async fn read_with_states_on(
         &self,
         conn: &mut PgConnection,
         states: &StatesQuery,
         after: Position,
         limit: i64,
-    ) -> Result<(Batch, Option<Vec<LoadedStates>>), FeedError> {
+    ) -> Result<Batch, FeedError> {
         if states.tables == 0 {
-            return Ok((self.read_after_on(conn, after, limit).await?, None));
+            return self.read_after_on(conn, after, limit).await;
         }
         let rows = sqlx::query(&states.sql)
             .bind(after.tx_id)
@@ -165,10 +199,15 @@ impl Feed {
         let mut loaded = vec![LoadedStates::new(); states.tables];
         let mut canonical = true;
         let mut events = Vec::with_capacity(rows.len());
+        let mut held_back = false;
         for pg_row in rows {
-            let row = Row::from_row(&pg_row)?;
+            let HeldRow {
+                row,
+                held_back: held,
+            } = HeldRow::from_row(&pg_row)?;
+            held_back = held;
             let aggregate_id = row.aggregate_id.clone();
-            let event = decode(&self.upcasters, row)?;
+            let event = row.decode(&self.upcasters)?;
             canonical &= event.request_id.0.hyphenated().to_string() == aggregate_id;
             // The states are the last columns, one per table.
             let first_state = pg_row.len() - states.tables;
@@ -180,14 +219,14 @@ impl Feed {
             }
             events.push(event);
         }
-        let held_back = events.is_empty() && held_back(conn, after).await?;
-        Ok((Batch { events, held_back }, canonical.then_some(loaded)))
-    }
-
-    /// Every committed event of request `id`, in sequence order, decoded and upcast exactly as
-    /// the feed delivers them: what the audit replay folds.
-    pub async fn events_of(&self, id: RequestId) -> Result<Vec<FeedEvent>, FeedError> {
-        crate::store::events::history(&self.pool, id, i64::MAX).await
+        if events.is_empty() {
+            held_back = self::held_back(conn, after).await?;
+        }
+        Ok(Batch {
+            events,
+            held_back,
+            states: canonical.then_some(loaded),
+        })
     }
 }
 
@@ -217,9 +256,8 @@ impl StatesQuery {
         // decoder, which names the event it cannot read.
         let sql = format!(
             "WITH batch AS ( \
-                 SELECT {ROW_COLUMNS} FROM events \
-                 WHERE (tx_id, global_id) > ($1, $2) \
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 SELECT {ROW_COLUMNS}, {HELD_BACK} FROM events \
+                 WHERE (tx_id, global_id) > ($1, $2) AND tx_id < {HORIZON} \
                  ORDER BY tx_id, global_id \
                  LIMIT $3 \
              ), b AS ( \
@@ -228,7 +266,7 @@ impl StatesQuery {
                      AS first \
                  FROM batch \
              ) \
-             SELECT {ROW_COLUMNS}{states} FROM b ORDER BY tx_id, global_id"
+             SELECT {ROW_COLUMNS}, held_back{states} FROM b ORDER BY tx_id, global_id"
         );
         Self {
             sql,
@@ -255,71 +293,6 @@ async fn held_back(conn: &mut PgConnection, after: Position) -> Result<bool, sql
     Ok(held)
 }
 
-/// The columns of an event row that [`decode`] reads.
-pub(crate) const ROW_COLUMNS: &str = "tx_id, global_id, event_id, aggregate_id, sequence, \
-    event_type, event_version, payload, metadata, recorded_at";
-
-/// Decodes a stored row into a feed event, through the upcasters.
-pub(crate) fn decode(
-    upcasters: &[Box<dyn EventUpcaster>],
-    mut row: Row,
-) -> Result<FeedEvent, FeedError> {
-    let position = Position {
-        tx_id: row.tx_id,
-        global_id: row.global_id,
-    };
-    let fail = |row: &Row, message: String| FeedError::Decode {
-        position,
-        event_type: row.event_type.clone(),
-        event_version: row.event_version.clone(),
-        message,
-    };
-    let request_id = Uuid::try_parse(&row.aggregate_id)
-        .map(RequestId)
-        .map_err(|e| fail(&row, format!("aggregate id: {e}")))?;
-    // Read from the stored JSON in place, and the JSON moved rather than copied: a deep copy of
-    // a payload is an allocation per field, for every event every reader decodes.
-    let metadata = HashMap::<String, String>::deserialize(&row.metadata)
-        .map_err(|e| fail(&row, format!("metadata: {e}")))?;
-    let upcast = upcast(
-        upcasters,
-        SerializedEvent::new(
-            row.aggregate_id.clone(),
-            usize::try_from(row.sequence).unwrap_or(0),
-            String::new(),
-            row.event_type.clone(),
-            row.event_version.clone(),
-            std::mem::take(&mut row.payload),
-            std::mem::take(&mut row.metadata),
-        ),
-    );
-    let event = ApprovalEvent::deserialize(&upcast.payload)
-        .map_err(|e| fail(&row, format!("payload: {e}")))?;
-    let payload = match upcast.payload {
-        Value::Object(mut tagged) if tagged.len() == 1 => tagged
-            .remove(&row.event_type)
-            .unwrap_or(Value::Object(tagged)),
-        other => other,
-    };
-    Ok(FeedEvent {
-        position,
-        event_id: row.event_id,
-        request_id,
-        sequence: row.sequence,
-        event_type: row.event_type,
-        event_version: upcast.event_version,
-        event,
-        payload,
-        metadata,
-        recorded_at: row.recorded_at,
-    })
-}
-
-/// Applies every upcaster that accepts the event, in order, as cqrs-es does on its own path.
-pub fn upcast(upcasters: &[Box<dyn EventUpcaster>], event: SerializedEvent) -> SerializedEvent {
-    approval_aggregates::upcasters::apply(upcasters, event)
-}
-
 /// How far a reader at `at` is behind the feed's head: events (counted up to `cap`) and the age of
 /// the oldest event it has yet to read.
 pub async fn lag(
@@ -341,16 +314,36 @@ pub async fn lag(
 
 /// The position of the last event no running transaction can precede: where a reader that
 /// only wants what happens from now on starts.
-pub async fn head(pool: &PgPool) -> Result<Position, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id, global_id FROM events \
-         WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-         ORDER BY tx_id DESC, global_id DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
+pub async fn head(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(&format!(
+        "SELECT tx_id, global_id FROM events WHERE tx_id < {HORIZON} \
+         ORDER BY tx_id DESC, global_id DESC LIMIT 1"
+    ))
+    .fetch_optional(conn)
     .await?;
     Ok(row.map_or(Position::START, |(tx_id, global_id)| Position {
         tx_id,
         global_id,
     }))
+}
+
+/// The feed's horizon now: every event below this transaction id has committed for good, so a
+/// long read bounded by it sees a fixed store (the audit's verification reads that way).
+pub async fn horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let (xmin,): (i64,) = sqlx::query_as(&format!("SELECT {HORIZON}"))
+        .fetch_one(pool)
+        .await?;
+    Ok(xmin)
+}
+
+/// The highest transaction id the event store holds, and the next one the server will hand out.
+/// The feed is ordered by transaction ids, so a store whose ids are ahead of the server's (a
+/// logical dump restored into another cluster) would sort new events behind every reader.
+pub async fn transaction_ids(pool: &PgPool) -> Result<(Option<i64>, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT max(tx_id) FROM events), \
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(pool)
+    .await
 }

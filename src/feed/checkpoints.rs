@@ -5,28 +5,33 @@
 
 use std::collections::BTreeMap;
 
+use approval_feed::Position;
 use approval_projections::write::BatchWrite;
-use approval_projections::{Position, ProjectionError};
+use approval_projections::ProjectionError;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 /// The checkpoint of `name`, created at the start of the feed when missing.
-pub async fn load(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
+pub async fn load(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
     sqlx::query("INSERT INTO feed_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(name)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     let (tx_id, global_id): (i64, i64) =
         sqlx::query_as("SELECT tx_id, global_id FROM feed_checkpoints WHERE name = $1")
             .bind(name)
-            .fetch_one(pool)
+            .fetch_one(conn)
             .await?;
     Ok(Position { tx_id, global_id })
 }
 
 /// Creates the checkpoint of `name` where `like` stands, unless `name` has one already (or
 /// `like` has none: then `load` starts it at the beginning of the feed).
-pub async fn start_where(pool: &PgPool, name: &str, like: &str) -> Result<(), sqlx::Error> {
+pub async fn start_where(
+    conn: &mut PgConnection,
+    name: &str,
+    like: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO feed_checkpoints (name, tx_id, global_id) \
          SELECT $1, tx_id, global_id FROM feed_checkpoints WHERE name = $2 \
@@ -34,7 +39,7 @@ pub async fn start_where(pool: &PgPool, name: &str, like: &str) -> Result<(), sq
     )
     .bind(name)
     .bind(like)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
