@@ -38,7 +38,7 @@ pub const LEADER_LOCK: i64 = 0x6170_7072_6f76_616c; // "approval"
 /// How long the relay lets events gather after a commit wakes it, before it reads them: at
 /// 300 commands/s a batch then holds several events instead of one or two, and every batch
 /// costs a feed read, a checkpoint and a round of confirms whatever its size. It adds that much
-/// to the time from commit to push and callback (measured, docs/benchmarks.md).
+/// to the time from commit to push and callback (docs/benchmarks.md).
 pub const RELAY_GATHER: Duration = Duration::from_millis(10);
 
 /// Why a batch was not published.

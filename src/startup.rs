@@ -36,8 +36,7 @@ use crate::relay::{Relay, LEADER_LOCK, RELAY, RELAY_GATHER};
 use crate::store::db;
 
 /// How long the read models let events gather between batches that are not full. Commands wait
-/// for them, so it is short; measured with `scripts/bench.sh` it cut their transactions by about
-/// half at 300 commands/s and lowered the decision latency's tail (docs/benchmarks.md).
+/// for them, so it is short; enough for fewer, larger batches under load (docs/benchmarks.md).
 const READ_MODEL_LINGER: Duration = Duration::from_millis(2);
 
 /// How long the audit reader lets events gather between batches that are not full: it follows
@@ -305,7 +304,6 @@ impl Application {
                 tasks.push(tokio::spawn(progress.clone().follow(
                     signal.clone(),
                     pool.clone(),
-                    poll.min(Duration::from_millis(50)),
                     poll,
                     stop.clone(),
                 )));

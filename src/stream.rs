@@ -12,7 +12,7 @@ use std::time::Duration;
 use approval_aggregates::Request;
 use serde::Serialize;
 use sqlx::PgConnection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -46,9 +46,16 @@ type Listeners = HashMap<String, Vec<mpsc::Sender<InboxChange>>>;
 pub struct StreamHub {
     listeners: Arc<Mutex<Listeners>>,
     joined: Arc<tokio::sync::Notify>,
+    /// Whether the hub follows the feed from a position no later than now: a listener that joins
+    /// then hears of every later change. Written under the listeners' lock.
+    following: Arc<watch::Sender<bool>>,
     /// Cancelled when the service stops: every open stream ends.
     closing: CancellationToken,
 }
+
+/// How long a new listener waits for the hub to follow the feed before it is told it is ready
+/// anyway (the database may be down; the client re-reads its inbox when it reconnects).
+const FOLLOWING_WAIT: Duration = Duration::from_secs(5);
 
 impl StreamHub {
     /// A hub whose streams end when `closing` is cancelled.
@@ -56,6 +63,7 @@ impl StreamHub {
         Self {
             listeners: Arc::default(),
             joined: Arc::default(),
+            following: Arc::new(watch::channel(false).0),
             closing,
         }
     }
@@ -75,8 +83,34 @@ impl StreamHub {
         self.closing.cancelled().await;
     }
 
-    fn is_empty(&self) -> bool {
-        self.listeners.lock().map_or(true, |l| l.is_empty())
+    /// Resolves once every change committed from now on will reach the listeners that joined
+    /// before (or after [`FOLLOWING_WAIT`], or when the service stops): when a stream can say it
+    /// is ready.
+    pub async fn following(&self) {
+        let mut following = self.following.subscribe();
+        tokio::select! {
+            _ = following.wait_for(|f| *f) => {}
+            _ = tokio::time::sleep(FOLLOWING_WAIT) => {}
+            _ = self.closing.cancelled() => {}
+        }
+    }
+
+    /// Forgets the listeners that left; whether none is left. When none is, the hub stops
+    /// following, under the same lock a listener joins by, so a listener that joins meanwhile
+    /// waits for the hub to start again from a later head.
+    fn sweep_is_empty(&self) -> bool {
+        let Ok(mut listeners) = self.listeners.lock() else {
+            return true;
+        };
+        listeners.retain(|_, senders| {
+            senders.retain(|tx| !tx.is_closed());
+            !senders.is_empty()
+        });
+        let empty = listeners.is_empty();
+        if empty {
+            self.following.send_replace(false);
+        }
+        empty
     }
 
     /// The users with a listener among `users`.
@@ -105,16 +139,6 @@ impl StreamHub {
                     listeners.remove(user);
                 }
             }
-        }
-    }
-
-    /// Forgets listeners that left, so an idle hub stops reading the feed.
-    fn sweep(&self) {
-        if let Ok(mut listeners) = self.listeners.lock() {
-            listeners.retain(|_, senders| {
-                senders.retain(|tx| !tx.is_closed());
-                !senders.is_empty()
-            });
         }
     }
 
@@ -163,8 +187,7 @@ impl Consumer for StreamFeed {
     /// Waits until someone listens.
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), FollowError> {
         loop {
-            self.hub.sweep();
-            if !self.hub.is_empty() {
+            if !self.hub.sweep_is_empty() {
                 return Ok(());
             }
             tokio::select! {
@@ -177,7 +200,9 @@ impl Consumer for StreamFeed {
 
     /// From the head: a listener hears of what happens from now on.
     async fn start(&mut self, conn: &mut PgConnection) -> Result<Position, FollowError> {
-        Ok(read::head(conn).await?)
+        let head = read::head(conn).await?;
+        self.hub.following.send_replace(true);
+        Ok(head)
     }
 
     async fn apply(
@@ -185,8 +210,7 @@ impl Consumer for StreamFeed {
         conn: &mut PgConnection,
         batch: Batch,
     ) -> Result<Applied, FollowError> {
-        self.hub.sweep();
-        if self.hub.is_empty() {
+        if self.hub.sweep_is_empty() {
             return Ok(Applied::Restart);
         }
         let Some(last) = batch.events.last().map(|e| e.position) else {
@@ -200,5 +224,9 @@ impl Consumer for StreamFeed {
         let states = approval_projections::requests::states(conn, &ids).await?;
         self.hub.fan_out(&batch.events, &states);
         Ok(Applied::Through(last))
+    }
+
+    async fn reset(&mut self) {
+        self.hub.following.send_replace(false);
     }
 }

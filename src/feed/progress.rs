@@ -81,13 +81,12 @@ impl Progress {
     /// Keeps the positions current in a process that does not run the read models, until
     /// `stop`: from the positions `signal` hears announced, and from the checkpoints table when
     /// an announcement may have been missed (the listener reconnected), every `poll` while a
-    /// command waits, and every `idle` otherwise.
+    /// command waits, and every ten times that otherwise.
     pub async fn follow(
         self,
         signal: CommitSignal,
         pool: PgPool,
         poll: Duration,
-        idle: Duration,
         stop: CancellationToken,
     ) {
         let mut heard = signal.heard_progress();
@@ -104,7 +103,7 @@ impl Progress {
             let read_again = tokio::time::sleep(if self.waiting.load(Ordering::Relaxed) > 0 {
                 poll
             } else {
-                idle
+                poll * 10
             });
             tokio::pin!(read_again);
             loop {

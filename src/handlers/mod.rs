@@ -295,6 +295,18 @@ async fn process<H: Handler>(handler: &H, deliveries: Vec<Delivery>, stop: &Canc
         .await;
 }
 
+/// The span of one message: its event, its request, and the HTTP request that caused it, so a
+/// decision can be followed from the phone to the legacy system (docs/LOGGING.md).
+pub(crate) fn message_span(envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        event_id = %envelope.event_id,
+        request = %envelope.request_id,
+        request_id = envelope.metadata.get("request_id").map(String::as_str),
+        event_type = %envelope.event_type,
+    )
+}
+
 async fn reject(delivery: &Delivery) {
     let _ = bounded(
         "reject a message",
@@ -325,7 +337,9 @@ async fn handle_decoded<H: Handler>(
     };
     for (index, reason) in &refused {
         let envelope = &envelopes[*index];
-        tracing::warn!(event_id = %envelope.event_id, request = %envelope.request_id, reason = %reason, "a message cannot be handled; dead-lettering it");
+        message_span(envelope).in_scope(|| {
+            tracing::warn!(reason = %reason, "a message cannot be handled; dead-lettering it");
+        });
         reject(&batch[*index]).await;
     }
     // Everything before the last handled delivery is settled now: one ack for them all.

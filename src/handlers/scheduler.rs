@@ -20,6 +20,7 @@ use reqwest::StatusCode;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{DeliverySettings, PushSettings, SystemSettings};
 use crate::handlers::JobSignal;
@@ -61,9 +62,9 @@ enum Outcome {
     Dropped(String),
 }
 
-/// How long the scheduler lets new jobs gather after a wake-up before it claims them. A claim
-/// costs about a millisecond of PostgreSQL whatever it finds; measured at 300 commands/s, 20 ms
-/// made claims 2.4 times rarer than 5 ms, for about 5 ms more from commit to push at the median.
+/// How long the scheduler lets new jobs gather after a wake-up before it claims them: a claim
+/// costs about the same whatever it finds, so fewer, fuller claims, for a few milliseconds more
+/// from commit to push (the trade measured in docs/benchmarks.md).
 const CLAIM_LINGER: Duration = Duration::from_millis(20);
 
 impl Scheduler {
@@ -90,7 +91,8 @@ impl Scheduler {
         // A claimed job is leased for the call's timeout and a margin.
         let lease = (this.settings.timeout_ms as f64 / 1000.0) + 5.0;
         let slots = Arc::new(Semaphore::new(this.settings.concurrency));
-        let (outcomes, recorded) = mpsc::channel::<(Job, Outcome)>(this.settings.concurrency * 4);
+        let (outcomes, recorded) =
+            mpsc::channel::<deliveries::Recorded>(this.settings.concurrency * 4);
         let recorder = tokio::spawn(this.clone().record_batches(recorded));
         while !stop.is_cancelled() {
             let free = slots.available_permits();
@@ -118,13 +120,26 @@ impl Scheduler {
                     break;
                 };
                 let (this, client, outcomes) = (this.clone(), client.clone(), outcomes.clone());
-                tokio::spawn(async move {
-                    let outcome = this.attempt(&client, &job).await;
-                    // The recorder outlives every sender; a closed channel only means stopping,
-                    // and the lease brings the job back.
-                    let _ = outcomes.send((job, outcome)).await;
-                    drop(permit);
-                });
+                // One span per delivery attempt, so its log lines name the event and request.
+                let span = tracing::info_span!(
+                    "delivery",
+                    job = job.id,
+                    channel = job.channel().as_str(),
+                    event_id = %job.event_id,
+                    request = %job.request_id,
+                    attempt = job.attempts,
+                );
+                tokio::spawn(
+                    async move {
+                        let outcome = this.attempt(&client, &job).await;
+                        let recorded = this.judge(&job, outcome);
+                        // The recorder outlives every sender; a closed channel only means
+                        // stopping, and the lease brings the job back.
+                        let _ = outcomes.send(recorded).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             if drained {
                 tokio::select! {
@@ -148,17 +163,14 @@ impl Scheduler {
     }
 
     /// Records outcomes as they come, many per commit.
-    async fn record_batches(self: Arc<Self>, mut recorded: mpsc::Receiver<(Job, Outcome)>) {
-        let mut batch = Vec::new();
-        while recorded.recv_many(&mut batch, 256).await > 0 {
-            let rows: Vec<deliveries::Recorded> = batch
-                .drain(..)
-                .map(|(job, outcome)| self.judge(&job, outcome))
-                .collect();
+    async fn record_batches(self: Arc<Self>, mut recorded: mpsc::Receiver<deliveries::Recorded>) {
+        let mut rows = Vec::new();
+        while recorded.recv_many(&mut rows, 256).await > 0 {
             if let Err(e) = deliveries::record(&self.pool, &rows).await {
                 // The leases run out and the jobs are claimed again: at least once.
                 tracing::warn!(error = %e, jobs = rows.len(), "cannot record deliveries' outcomes");
             }
+            rows.clear();
         }
     }
 
@@ -193,8 +205,6 @@ impl Scheduler {
     async fn push(&self, client: &reqwest::Client, job: &Job) -> Outcome {
         if self.push.provider != "fcm" {
             tracing::info!(
-                request = %job.request_id,
-                event_id = %job.event_id,
                 title = %job.body["message"]["notification"]["title"],
                 "push notification (provider log)"
             );
@@ -234,12 +244,12 @@ impl Scheduler {
             Outcome::Retry { error, not_before } if job.attempts < self.settings.max_attempts => {
                 let delay = self.delay(job.attempts, not_before);
                 self.metrics.delivery(channel, "retry");
-                tracing::info!(job = job.id, attempt = job.attempts, retry_in_ms = delay, error = %error, "delivery failed; will retry");
+                tracing::info!(retry_in_ms = delay, error = %error, "delivery failed; will retry");
                 (deliveries::JobState::RetryInMs(delay), Some(error))
             }
             Outcome::Retry { error, .. } => {
                 self.metrics.delivery(channel, "dead");
-                tracing::warn!(job = job.id, attempts = job.attempts, error = %error, "delivery retries exhausted; dead letter");
+                tracing::warn!(error = %error, "delivery retries exhausted; dead letter");
                 (
                     deliveries::JobState::Dead,
                     Some(format!("retries exhausted: {error}")),
@@ -247,7 +257,7 @@ impl Scheduler {
             }
             Outcome::Dead(error) => {
                 self.metrics.delivery(channel, "dead");
-                tracing::warn!(job = job.id, error = %error, "delivery refused; dead letter");
+                tracing::warn!(error = %error, "delivery refused; dead letter");
                 (deliveries::JobState::Dead, Some(error))
             }
             Outcome::Dropped(error) => {

@@ -20,7 +20,7 @@ use crate::feed::follower::{Applied, Consumer, FollowError};
 use crate::feed::{checkpoints, Batch, Position};
 use crate::handlers::legacy_sync::{callback_type, LegacySync};
 use crate::handlers::push::Push;
-use crate::handlers::{handle_batch, HandlerError};
+use crate::handlers::{handle_batch, message_span, HandlerError};
 use crate::relay::RELAY;
 use crate::store::deliveries::{self, Channel};
 
@@ -93,7 +93,9 @@ impl Sweeper {
         ] {
             // The same refusals the consumer would have dead-lettered: logged and passed.
             for (index, reason) in &handled.refused {
-                tracing::warn!(event_id = %envelopes[*index].event_id, reason = %reason, "the sweeper cannot handle an event");
+                message_span(&envelopes[*index]).in_scope(|| {
+                    tracing::warn!(reason = %reason, "the sweeper cannot handle an event");
+                });
             }
             created += handled.created;
         }

@@ -1,6 +1,6 @@
 //! `GET /v1/stream`: server-sent events of the caller's inbox changes while the app is open.
 //!
-//! The stream opens with `event: ready`; then each change of a request the caller takes part in
+//! The stream opens with `event: ready` once every later change will reach it; then each change of a request the caller takes part in
 //! is an `event: inbox` whose data is `{"request_id", "event_type", "version", "status"}`, sent
 //! once the read models show it (so a `GET /v1/inbox` right after sees it). A comment line every
 //! 15 s keeps proxies from closing the connection.
@@ -30,6 +30,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[get("/v1/stream")]
 pub async fn stream(state: web::Data<AppState>, person: Person) -> HttpResponse {
     let rx = state.hub.listen(person.0.user.as_str());
+    // Ready only once the hub follows the feed from no later than now: from then on, no change
+    // of this person's requests passes without a word.
+    state.hub.following().await;
     let hub = state.hub.clone();
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
     keep_alive.reset();

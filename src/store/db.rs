@@ -49,11 +49,11 @@ pub fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError>
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
         // Every statement here is short. PostgreSQL's JIT goes by cost estimates, and a generic
-        // plan takes `LIMIT $n` as a tenth of the table: it compiled the read models' feed read
-        // for 23 ms to run it in 0.1 (measured, docs/benchmarks.md).
+        // plan takes `LIMIT $n` as a tenth of the table: it compiled statements that run in a
+        // fraction of a millisecond for far longer than they run (docs/benchmarks.md).
         .options([("jit", "off")]);
-    // TLS to a server on the same host protects nothing and costs a fifth of the service's CPU
-    // (measured, docs/benchmarks.md); a URL that names an sslmode keeps it.
+    // TLS to a server on the same host protects nothing and costs a good part of the service's
+    // CPU (docs/benchmarks.md); a URL that names an sslmode keeps it.
     if !url.contains("sslmode=") && is_local(options.get_host()) {
         options = options.ssl_mode(PgSslMode::Disable);
     }
@@ -116,7 +116,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// index. Left to itself, PostgreSQL plans a prepared statement afresh at every call whenever
 /// its first five plans looked cheaper than a generic one; for the one-statement batch that
 /// depended on how large the first batches happened to be, and some runs planned it at every
-/// call, 1.1 ms each, as long again as running it (measured, docs/benchmarks.md). So this
+/// call, as long again as running it (docs/benchmarks.md). So this
 /// session plans each statement once (`plan_cache_mode = force_generic_plan`) and never by
 /// scanning a table whole (`enable_seqscan = off`). A plan made once is made on the tables as
 /// they are then, and a join's order chosen on near-empty tables can scan the larger one whole
@@ -175,8 +175,8 @@ fn planned_once(options: PgConnectOptions) -> PgConnectOptions {
 ///
 /// They send a fixed few statements hundreds of times a second, and PostgreSQL planned each of
 /// them afresh at every call: the claim and the outcomes' update were sent unnamed for that, and
-/// the histories' read and the devices' read kept custom plans; 1 ms of planning per statement in
-/// some cases, a tenth of PostgreSQL's CPU at 300 commands/s (measured, docs/benchmarks.md). This
+/// the histories' read and the devices' read kept custom plans, a good part of PostgreSQL's CPU
+/// under load (docs/benchmarks.md). This
 /// session plans each statement once, like the read models' ([`connect_derived`]). A plan made
 /// once is made on the tables as they are then, often empty (`deliveries` on a new ledger, or at
 /// the start of a burst): the statements are written so that no plan can read more than the rows

@@ -143,8 +143,8 @@ pub async fn create(
 /// it was planned (the delivery pool plans once, `db::connect_delivery`): the due jobs come in
 /// order from their own index, the per-request check is one index probe per candidate, and the
 /// update reaches the claimed rows by their ids (`= ANY` of the locked ids), not by a join whose
-/// order a plan made on an empty table chose. A join there once read the whole primary key at
-/// every claim: 51 ms a claim (docs/benchmarks.md).
+/// order a plan made on an empty table chose (such a join once read the whole primary key at
+/// every claim; docs/benchmarks.md).
 pub async fn claim(
     executor: impl sqlx::PgExecutor<'_>,
     limit: i64,

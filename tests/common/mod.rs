@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod fake;
+pub mod sse;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
