@@ -6,6 +6,12 @@
 # table ending with the `bench:` line. See docs/benchmarks.md.
 #
 #   scripts/bench.sh [--duration SECONDS] [--requests N] [--rate N] [--concurrency A,B]
+#                    [--ledger PATH]
+#
+# --ledger runs another build of the service (its `approval-ledger` binary) under this checkout's
+# load generator and measures, so that an old build and a new one can be alternated in one
+# sitting with the same measures: `git worktree add ../old REV && (cd ../old && cargo build
+# --release -p approval-ledger)`, then `scripts/bench.sh --ledger ../old/target/release/approval-ledger`.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust), psql and pgbench. RabbitMQ is used
 # by the service when it runs a relay. Everything it starts is stopped, and its database dropped,
@@ -17,6 +23,7 @@ duration=20
 requests=110000
 rate=300
 concurrency=16,32
+ledger_under_test=
 pg_server=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 while (($#)); do
   case $1 in
@@ -24,7 +31,8 @@ while (($#)); do
     --requests) requests=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --ledger) ledger_under_test=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -77,9 +85,15 @@ wait_http() {  # wait_http URL SECONDS
 }
 
 log "building (release)"
-cargo build --release --quiet -p approval-ledger -p approval-loadgen
 target_dir=${CARGO_TARGET_DIR:-target}
-ledger=$target_dir/release/approval-ledger
+if [[ -n $ledger_under_test ]]; then
+  cargo build --release --quiet -p approval-loadgen
+  ledger=$(realpath "$ledger_under_test")
+  log "the service under test: $ledger"
+else
+  cargo build --release --quiet -p approval-ledger -p approval-loadgen
+  ledger=$target_dir/release/approval-ledger
+fi
 loadgen=$target_dir/release/loadgen
 
 api_port=$(free_port)

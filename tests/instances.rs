@@ -124,7 +124,10 @@ fn serve(app: &TestApp, role: &str, bind: &str) -> std::process::Child {
 
 /// The port a `serve` child says it serves HTTP on, from its log; the rest of its log is kept
 /// in `log`.
-fn served_port(child: &mut std::process::Child, log: &std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+fn served_port(
+    child: &mut std::process::Child,
+    log: &std::sync::Arc<std::sync::Mutex<String>>,
+) -> u16 {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let log = log.clone();
@@ -205,5 +208,8 @@ async fn a_start_that_cannot_listen_ends_with_one_clear_line() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!stderr.contains("RabbitMQ"), "nothing else started: {stderr}");
+    assert!(
+        !stderr.contains("RabbitMQ"),
+        "nothing else started: {stderr}"
+    );
 }

@@ -68,14 +68,57 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// CPU time of the service, of the PostgreSQL backends serving this database, and of this
-/// process, so that a phase can be priced in CPU per command: a measure that the other work on a
+/// Every process's CPU seconds so far, by pid, with its command name, from `/proc/<pid>/stat`.
+fn all_processes() -> HashMap<u32, (String, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((pid, (comm, (ticks(11)? + ticks(12)?) / 100.0)))
+        })
+        .collect()
+}
+
+/// The machine's busy and idle CPU seconds so far, over every core, from `/proc/stat`.
+fn machine_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0.0);
+    let busy: f64 = ticks.iter().take(8).sum::<f64>() - idle;
+    Some((busy / 100.0, idle / 100.0))
+}
+
+/// The processes RabbitMQ runs as.
+const RABBITMQ: [&str; 4] = ["beam.smp", "erl_child_setup", "epmd", "inet_gethost"];
+
+/// CPU time of every process of the machine, sorted by what it is, and of the machine as a
+/// whole, so that a phase can be priced in CPU per command: a measure that the other work on a
 /// shared machine disturbs far less than throughput.
 #[derive(Debug, Clone, Default)]
 struct CpuClock {
     service: Option<f64>,
+    /// The PostgreSQL backends serving this database.
     backends: HashMap<u32, f64>,
+    /// Every other PostgreSQL process (WAL writer, checkpointer, autovacuum, other databases).
+    postgres: HashMap<u32, f64>,
+    rabbitmq: HashMap<u32, f64>,
+    /// The fake legacy and FCM endpoints (the other `loadgen` processes).
+    fakes: HashMap<u32, f64>,
     loadgen: Option<f64>,
+    /// The machine's busy and idle seconds.
+    machine: Option<(f64, f64)>,
 }
 
 impl CpuClock {
@@ -85,33 +128,69 @@ impl CpuClock {
                 .fetch_all(pool)
                 .await
                 .unwrap_or_default();
-        Self {
+        let backend_pids: Vec<u32> = pids
+            .into_iter()
+            .filter_map(|(pid,)| u32::try_from(pid).ok())
+            .collect();
+        let own = std::process::id();
+        let mut clock = Self {
             service: service_pid.and_then(cpu_seconds),
-            backends: pids
-                .into_iter()
-                .filter_map(|(pid,)| {
-                    let pid = u32::try_from(pid).ok()?;
-                    Some((pid, cpu_seconds(pid)?))
-                })
-                .collect(),
-            loadgen: cpu_seconds(std::process::id()),
+            loadgen: cpu_seconds(own),
+            machine: machine_seconds(),
+            ..Self::default()
+        };
+        for (pid, (comm, seconds)) in all_processes() {
+            if Some(pid) == service_pid || pid == own {
+                continue;
+            }
+            let bucket = if backend_pids.contains(&pid) {
+                &mut clock.backends
+            } else if comm == "postgres" {
+                &mut clock.postgres
+            } else if RABBITMQ.contains(&comm.as_str()) {
+                &mut clock.rabbitmq
+            } else if comm == "loadgen" {
+                &mut clock.fakes
+            } else {
+                continue;
+            };
+            bucket.insert(pid, seconds);
         }
+        clock
     }
 
     /// CPU milliseconds per command between `self` and `later`, for `commands` commands.
     fn per_command(&self, later: &Self, commands: u64) -> CpuCost {
         let n = commands.max(1) as f64;
-        let delta = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0 / n);
-        let postgres: f64 = later
-            .backends
-            .iter()
-            .map(|(pid, end)| end - self.backends.get(pid).copied().unwrap_or(0.0))
-            .sum();
-        CpuCost {
+        let ms = |seconds: f64| seconds * 1000.0 / n;
+        let delta = |a: Option<f64>, b: Option<f64>| Some(ms(b? - a?));
+        // A process that started during the phase counts from zero; one that ended is lost to
+        // its bucket and lands in "the rest".
+        let grown = |before: &HashMap<u32, f64>, after: &HashMap<u32, f64>| {
+            ms(after
+                .iter()
+                .map(|(pid, end)| end - before.get(pid).copied().unwrap_or(0.0))
+                .sum())
+        };
+        let machine = match (self.machine, later.machine) {
+            (Some((busy0, idle0)), Some((busy1, idle1))) => {
+                Some((ms(busy1 - busy0), ms(idle1 - idle0)))
+            }
+            _ => None,
+        };
+        let mut cost = CpuCost {
             service_ms: delta(self.service, later.service),
-            postgres_ms: Some(postgres * 1000.0 / n),
+            postgres_ms: Some(grown(&self.backends, &later.backends)),
             loadgen_ms: delta(self.loadgen, later.loadgen),
-        }
+            postgres_other_ms: Some(grown(&self.postgres, &later.postgres)),
+            rabbitmq_ms: Some(grown(&self.rabbitmq, &later.rabbitmq)),
+            fakes_ms: Some(grown(&self.fakes, &later.fakes)),
+            machine_ms: machine.map(|(busy, _)| busy),
+            idle_ms: machine.map(|(_, idle)| idle),
+            rest_ms: None,
+        };
+        cost.rest_ms = cost.machine_ms.map(|busy| busy - cost.known_ms());
+        cost
     }
 }
 

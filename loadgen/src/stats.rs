@@ -117,14 +117,47 @@ impl Summary {
 pub struct CpuCost {
     /// The service process.
     pub service_ms: Option<f64>,
-    /// The PostgreSQL backends serving the benchmark's database (not the WAL writer or
-    /// checkpointer, which serve the whole server).
+    /// The PostgreSQL backends serving the benchmark's database.
     pub postgres_ms: Option<f64>,
     /// The load generator itself.
     pub loadgen_ms: Option<f64>,
+    /// PostgreSQL's other processes: WAL writer, checkpointer, autovacuum, other databases.
+    #[serde(default)]
+    pub postgres_other_ms: Option<f64>,
+    /// RabbitMQ.
+    #[serde(default)]
+    pub rabbitmq_ms: Option<f64>,
+    /// The fake legacy and FCM endpoints.
+    #[serde(default)]
+    pub fakes_ms: Option<f64>,
+    /// Everything else that ran: the kernel's own work, other processes, and processes that
+    /// ended during the phase.
+    #[serde(default)]
+    pub rest_ms: Option<f64>,
+    /// The machine's busy time over every core: the sum of all the above.
+    #[serde(default)]
+    pub machine_ms: Option<f64>,
+    /// Idle time over every core, per command.
+    #[serde(default)]
+    pub idle_ms: Option<f64>,
 }
 
 impl CpuCost {
+    /// The processes sorted into buckets, together.
+    pub fn known_ms(&self) -> f64 {
+        [
+            self.service_ms,
+            self.postgres_ms,
+            self.loadgen_ms,
+            self.postgres_other_ms,
+            self.rabbitmq_ms,
+            self.fakes_ms,
+        ]
+        .iter()
+        .map(|v| v.unwrap_or(0.0))
+        .sum()
+    }
+
     fn cells(&self) -> String {
         let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}"));
         format!(
@@ -132,6 +165,23 @@ impl CpuCost {
             v(self.service_ms),
             v(self.postgres_ms),
             v(self.loadgen_ms)
+        )
+    }
+
+    /// The row of the table of every process.
+    fn split(&self, name: &str) -> String {
+        let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.3}"));
+        format!(
+            "| {name:<14} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>5} | {:>5} | {:>7} | {:>5} |",
+            v(self.machine_ms),
+            v(self.service_ms),
+            v(self.postgres_ms),
+            v(self.postgres_other_ms),
+            v(self.rabbitmq_ms),
+            v(self.loadgen_ms),
+            v(self.fakes_ms),
+            v(self.rest_ms),
+            v(self.idle_ms),
         )
     }
 }
@@ -249,6 +299,17 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
             level.cpu.cells()
         ));
     }
+    out.push(String::new());
+    out.push(
+        "CPU ms per command, every process (machine = all of them: the busy time of every core)"
+            .to_owned(),
+    );
+    out.push("| phase          | machine | service  | pg: this | pg: rest | rabbitmq | loadgen | fakes | rest    | idle  |".to_owned());
+    out.push("|----------------|--------:|---------:|---------:|---------:|--------:|------:|------:|--------:|------:|".to_owned());
+    out.push(f.cpu.split(&format!("{:.0}/s", f.rate)));
+    for level in &results.saturation {
+        out.push(level.cpu.split(&format!("{} in flight", level.concurrency)));
+    }
     let throughput = results.best.as_ref().map(|b| b.throughput);
     let ratio = match (throughput, pg_tps) {
         (Some(t), Some(pg)) if pg > 0.0 => Some(t / pg),
@@ -267,7 +328,7 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
     out.push(format!(
-        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={}",
+        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={}",
         num(throughput, 0),
         num(pg_tps, 0),
         num(ratio, 2),
@@ -276,6 +337,8 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         num(f.callback.p99_ms, 1),
         num(f.inbox.p99_ms, 1),
         num(rss_mb, 0),
+        num(results.best.as_ref().and_then(|b| b.cpu.machine_ms), 2),
+        num(results.best.as_ref().and_then(|b| b.cpu.service_ms), 2),
     ));
     out.join("\n")
 }
