@@ -166,6 +166,9 @@ pub struct LedgerSettings {
     pub read_your_writes_ms: u64,
     /// How often overdue requests are expired; 0 turns it off.
     pub expiry_interval_ms: u64,
+    /// Requests the command path keeps in memory, so that a command on one of them needs no
+    /// load; 0 keeps none.
+    pub cache_requests: usize,
 }
 
 /// Readers of the global feed.

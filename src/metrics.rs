@@ -54,6 +54,13 @@ pub struct ChannelLabels {
     pub channel: String,
 }
 
+/// Labels of a look-up in the command path's cache.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit`, `miss` or `stale`.
+    pub result: &'static str,
+}
+
 /// Labels naming a feed reader.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReaderLabels {
@@ -92,6 +99,9 @@ pub struct Metrics {
     pub read_your_writes_wait: Histogram,
     /// How long a command's load of its request and its append took, by step.
     pub command_store_duration: HistogramFamily<StepLabels>,
+    /// How commands found their request: in the command path's cache (`hit`), not there
+    /// (`miss`), or there but older than the store (`stale`: loaded again).
+    pub command_cache: Family<CacheLabels, Counter>,
     /// How long a projection batch took, from its feed read to its commit.
     pub reader_batch_duration: HistogramFamily<ReaderLabels>,
     /// Feed reads that found committed events held back behind a running transaction.
@@ -160,11 +170,18 @@ impl Default for Metrics {
              (step=append), took",
             command_store_duration.clone(),
         );
+        let command_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "command_cache",
+            "How commands found their request: in the command path's cache (hit), not there \
+             (miss), or there but older than the store (stale, loaded again)",
+            command_cache.clone(),
+        );
         let reader_batch_duration: HistogramFamily<ReaderLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "feed_reader_batch_seconds",
-            "How long a projection batch took, from its feed read to its commit",
+            "How long a batch of a feed reader took, from its feed read to its effect",
             reader_batch_duration.clone(),
         );
         let reader_one_statement = Family::<ReaderLabels, Counter>::default();
@@ -178,14 +195,14 @@ impl Default for Metrics {
         let reader_held_back = Family::<ReaderLabels, Counter>::default();
         registry.register(
             "feed_reader_held_back",
-            "Empty feed reads that found committed events waiting: behind a transaction still \
-             running, or committed just after the read",
+            "Feed reads that found committed events waiting: behind a transaction still running, \
+             or, after an empty read, committed just after it",
             reader_held_back.clone(),
         );
         let reader_lag_events = Family::<ReaderLabels, Gauge>::default();
         registry.register(
             "feed_reader_lag_events",
-            "Events a feed reader (projection, relay) has yet to read, counted up to 100000",
+            "Events a feed reader with a checkpoint has yet to read, counted up to 100000",
             reader_lag_events.clone(),
         );
         let reader_lag_seconds = Family::<ReaderLabels, Gauge<f64, AtomicU64>>::default();
@@ -244,6 +261,7 @@ impl Default for Metrics {
             read_your_writes_timeouts,
             read_your_writes_wait,
             command_store_duration,
+            command_cache,
             reader_batch_duration,
             reader_held_back,
             reader_one_statement,
@@ -276,6 +294,13 @@ impl Metrics {
                 command: command.to_owned(),
                 outcome: outcome.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts a look-up in the command path's cache.
+    pub fn cache(&self, result: &'static str) {
+        self.command_cache
+            .get_or_create(&CacheLabels { result })
             .inc();
     }
 

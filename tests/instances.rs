@@ -213,3 +213,67 @@ async fn a_start_that_cannot_listen_ends_with_one_clear_line() {
         "nothing else started: {stderr}"
     );
 }
+
+/// `user` decides `verdict` on request `id` through the instance at `address`.
+async fn approve_at(app: &TestApp, address: &str, user: &str, id: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{address}/v1/requests/{id}/approve"))
+        .bearer_auth(app.token(user))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Each instance keeps the requests it last wrote in memory. One that another instance moved on
+/// since is caught (a refusal or a conflict decided on the old state is decided again on a fresh
+/// load), so a cached state never decides anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_request_that_another_instance_moved_on_is_loaded_again() {
+    let full = TestApp::spawn().await;
+    let other = full.another_instance(API_ONLY).await;
+    let other_at = format!("http://127.0.0.1:{}", other.port().unwrap());
+    let id = full
+        .submit_ok(&serde_json::json!({
+            "external_ref": "CACHE-1", "kind": "leave", "title": "Leave", "requester": "dina",
+            "steps": [{"approvers": ["alice", "carol"], "rule": "all"},
+                      {"approvers": ["bob"], "rule": "any"},
+                      {"approvers": ["erin", "frank"], "rule": "all"}]
+        }))
+        .await;
+    // The full instance holds the request with alice's approval; the other completes step 1.
+    assert_eq!(full.approve("alice", &id).await.status(), 200);
+    assert_eq!(
+        approve_at(&full, &other_at, "carol", &id).await.status(),
+        200
+    );
+    // On its old state, bob is no approver of the current step: refused, then loaded again.
+    assert_eq!(full.approve("bob", &id).await.status(), 200);
+    // The other instance holds step 1 complete; erin's approval there conflicts, then succeeds.
+    assert_eq!(full.approve("erin", &id).await.status(), 200);
+    let answer = approve_at(&full, &other_at, "frank", &id).await;
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["status"], "approved");
+    assert_eq!(answer["version"], 10);
+    let client = &full.client;
+    let stale = |address: String| async move {
+        metric(
+            client,
+            &address,
+            "approval_ledger_command_cache_total{result=\"stale\"}",
+        )
+        .await
+    };
+    assert!(
+        stale(full.address.clone()).await >= 1.0,
+        "bob's refusal was checked"
+    );
+    assert!(
+        stale(other_at.clone()).await >= 1.0,
+        "frank's conflict was caught"
+    );
+    // The store holds each decision once.
+    assert_eq!(full.event_count().await, 10);
+    other.shutdown().await.unwrap();
+}

@@ -1,12 +1,15 @@
 //! The command path: load the request, let the aggregate decide, append the events, and wait
 //! (bounded) until the read models show them, so the caller reads their own write.
 //!
-//! One load (cqrs-es on postgres-es), one append: a single INSERT statement that writes the rows
-//! postgres-es would write and returns the feed position, so the append is one round trip and
-//! atomic on its own (`store::events::append`). An optimistic-lock conflict (another command
-//! appended first) is retried here a bounded number of times when the caller gave no
-//! `expected_version`, so a caller only hears of a conflict when the request really moved on
-//! under them.
+//! One load (cqrs-es on postgres-es), or none when the request is in the command path's cache
+//! ([`cache`]); one append: a single INSERT statement that writes the rows postgres-es would
+//! write and returns the feed position, so the append is one round trip and atomic on its own
+//! (`store::events::append`). An optimistic-lock conflict (another command appended first, or
+//! the cached state was older than the store) is retried here a bounded number of times when the
+//! caller gave no `expected_version`, so a caller only hears of a conflict when the request
+//! really moved on under them.
+
+pub mod cache;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use sqlx::PgPool;
 use crate::config::LedgerSettings;
 use crate::feed::progress::Progress;
 use crate::feed::signal::CommitSignal;
+use crate::ledger::cache::Cache;
 use crate::metrics::Metrics;
 use crate::store::events::AppendError;
 use crate::store::{self, EventStore};
@@ -84,6 +88,7 @@ impl CommandMeta {
 #[derive(Clone)]
 pub struct Ledger {
     store: Arc<EventStore>,
+    cache: Arc<Cache>,
     pool: PgPool,
     signal: CommitSignal,
     progress: Progress,
@@ -102,6 +107,7 @@ impl Ledger {
     ) -> Self {
         Self {
             store: Arc::new(store::event_store(pool.clone())),
+            cache: Arc::new(Cache::new(settings.cache_requests)),
             pool,
             signal,
             progress,
@@ -170,56 +176,94 @@ impl Ledger {
         let pinned_version = command.expected_version().is_some();
         let mut lost_race = false;
         let mut attempt = 0;
+        // Whether the next try must load the request rather than take it from the cache.
+        let mut load = false;
         loop {
-            let started = Instant::now();
-            let mut context = self
-                .store
-                .load_aggregate(&aggregate_id)
-                .await
-                .map_err(storage_error)?;
-            self.metrics.command_step("load", started);
+            let cached = if load { None } else { self.cache.get(id) };
+            let from_cache = cached.is_some();
+            let (mut aggregate, sequence) = match cached {
+                Some(held) => {
+                    self.metrics.cache("hit");
+                    held
+                }
+                None => {
+                    if !load {
+                        self.metrics.cache("miss");
+                    }
+                    let started = Instant::now();
+                    let mut context = self
+                        .store
+                        .load_aggregate(&aggregate_id)
+                        .await
+                        .map_err(storage_error)?;
+                    self.metrics.command_step("load", started);
+                    (
+                        std::mem::take(context.aggregate()),
+                        context.current_sequence,
+                    )
+                }
+            };
             let sink = EventSink::default();
-            if let Err(refusal) = context
-                .aggregate()
-                .handle(command.clone(), &(), &sink)
-                .await
-            {
+            if let Err(refusal) = aggregate.handle(command.clone(), &(), &sink).await {
+                if from_cache && !matches!(refusal, DomainError::NotPending(_)) {
+                    // Perhaps refused only because the cached state is older than the store.
+                    self.metrics.cache("stale");
+                    self.cache.forget(id);
+                    load = true;
+                    continue;
+                }
                 return Err(after_race(refusal, lost_race));
             }
             let events = sink.collect().await;
-            let Some(request) = context.aggregate().request.clone() else {
+            let Some(request) = aggregate.request.clone() else {
                 return Err(LedgerError::Domain(DomainError::NotFound));
             };
             if events.is_empty() {
+                if from_cache {
+                    // Nothing to append, so no lock checks the cached state: answer from the
+                    // store's.
+                    load = true;
+                    continue;
+                }
                 return Ok(Executed {
                     request,
                     written: false,
                     position: None,
                 });
             }
+            let appended_through = sequence + events.len();
             let started = Instant::now();
-            let appended =
-                store::events::append(&self.pool, id, context.current_sequence, events, &metadata)
-                    .await;
+            let appended = store::events::append(&self.pool, id, sequence, events, &metadata).await;
             self.metrics.command_step("append", started);
             match appended {
                 Ok(position) => {
                     self.signal.committed();
+                    self.cache.put(id, aggregate, appended_through);
                     return Ok(Executed {
                         request,
                         written: true,
                         position,
                     });
                 }
+                Err(AppendError::Conflict) if from_cache => {
+                    // The cached state was older than the store: decide again on a fresh load,
+                    // which is no lost race unless that one conflicts too.
+                    self.metrics.cache("stale");
+                    self.cache.forget(id);
+                    load = true;
+                }
                 Err(AppendError::Conflict) if pinned_version => {
+                    self.cache.forget(id);
                     return Err(LedgerError::Conflict(
                         "another decision changed the request first; reload it and decide again"
                             .into(),
                     ));
                 }
                 Err(AppendError::Conflict) => {
+                    self.cache.forget(id);
                     attempt += 1;
                     lost_race = true;
+                    load = true;
                     self.metrics.command_retries.inc();
                     if attempt > self.settings.conflict_retries {
                         return Err(LedgerError::Conflict(
@@ -230,8 +274,15 @@ impl Ledger {
                     let pause = fastrand::u64(0..=2 * u64::from(attempt));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(AppendError::Serialize(e)) => return Err(LedgerError::Internal(e.to_string())),
-                Err(AppendError::Database(e)) => return Err(sql_error(e)),
+                Err(AppendError::Serialize(e)) => {
+                    self.cache.forget(id);
+                    return Err(LedgerError::Internal(e.to_string()));
+                }
+                Err(AppendError::Database(e)) => {
+                    // The append may or may not have committed.
+                    self.cache.forget(id);
+                    return Err(sql_error(e));
+                }
             }
         }
     }
