@@ -119,6 +119,9 @@ struct CpuClock {
     loadgen: Option<f64>,
     /// The machine's busy and idle seconds.
     machine: Option<(f64, f64)>,
+    /// Transactions committed and rolled back in this database so far (every statement outside
+    /// a transaction is one), as PostgreSQL's statistics show them (flushed about every second).
+    transactions: Option<i64>,
 }
 
 impl CpuClock {
@@ -132,8 +135,17 @@ impl CpuClock {
             .into_iter()
             .filter_map(|(pid,)| u32::try_from(pid).ok())
             .collect();
+        let transactions: Option<(i64,)> = sqlx::query_as(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+             WHERE datname = current_database()",
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
         let own = std::process::id();
         let mut clock = Self {
+            transactions: transactions.map(|(n,)| n),
             service: service_pid.and_then(cpu_seconds),
             loadgen: cpu_seconds(own),
             machine: machine_seconds(),
@@ -188,6 +200,10 @@ impl CpuClock {
             machine_ms: machine.map(|(busy, _)| busy),
             idle_ms: machine.map(|(_, idle)| idle),
             rest_ms: None,
+            transactions: match (self.transactions, later.transactions) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
         };
         cost.rest_ms = cost.machine_ms.map(|busy| busy - cost.known_ms());
         cost

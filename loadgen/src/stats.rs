@@ -140,6 +140,9 @@ pub struct CpuCost {
     /// Idle time over every core, per command.
     #[serde(default)]
     pub idle_ms: Option<f64>,
+    /// Database transactions per command (each statement outside a transaction is one).
+    #[serde(default)]
+    pub transactions: Option<f64>,
 }
 
 impl CpuCost {
@@ -158,6 +161,19 @@ impl CpuCost {
         .sum()
     }
 
+    /// The processes of the system under test: the service, this database's backends,
+    /// RabbitMQ, the load generator and the fake endpoints. On a machine that runs other work
+    /// too, this is what a command costs; `machine_ms` counts the other work as well.
+    pub fn system_ms(&self) -> Option<f64> {
+        Some(
+            self.service_ms?
+                + self.postgres_ms?
+                + self.rabbitmq_ms?
+                + self.loadgen_ms?
+                + self.fakes_ms?,
+        )
+    }
+
     fn cells(&self) -> String {
         let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}"));
         format!(
@@ -172,8 +188,9 @@ impl CpuCost {
     fn split(&self, name: &str) -> String {
         let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.3}"));
         format!(
-            "| {name:<14} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>5} | {:>5} | {:>7} | {:>5} |",
+            "| {name:<14} | {:>7} | {:>6} | {:>8} | {:>8} | {:>8} | {:>7} | {:>5} | {:>5} | {:>7} | {:>5} | {:>5} |",
             v(self.machine_ms),
+            v(self.system_ms()),
             v(self.service_ms),
             v(self.postgres_ms),
             v(self.postgres_other_ms),
@@ -182,6 +199,8 @@ impl CpuCost {
             v(self.fakes_ms),
             v(self.rest_ms),
             v(self.idle_ms),
+            self.transactions
+                .map_or_else(|| "n/a".to_owned(), |t| format!("{t:.1}")),
         )
     }
 }
@@ -301,11 +320,12 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
     }
     out.push(String::new());
     out.push(
-        "CPU ms per command, every process (machine = all of them: the busy time of every core)"
+        "CPU ms per command, every process (machine = all of them: the busy time of every core; \
+         system = the service, pg: this, rabbitmq, loadgen and fakes; tx = database transactions)"
             .to_owned(),
     );
-    out.push("| phase          | machine | service  | pg: this | pg: rest | rabbitmq | loadgen | fakes | rest    | idle  |".to_owned());
-    out.push("|----------------|--------:|---------:|---------:|---------:|--------:|------:|------:|--------:|------:|".to_owned());
+    out.push("| phase          | machine | system | service  | pg: this | pg: rest | rabbitmq | loadgen | fakes | rest    | idle  | tx    |".to_owned());
+    out.push("|----------------|--------:|-------:|---------:|---------:|---------:|--------:|------:|------:|--------:|------:|------:|".to_owned());
     out.push(f.cpu.split(&format!("{:.0}/s", f.rate)));
     for level in &results.saturation {
         out.push(level.cpu.split(&format!("{} in flight", level.concurrency)));
@@ -328,7 +348,7 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
     out.push(format!(
-        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={}",
+        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={}",
         num(throughput, 0),
         num(pg_tps, 0),
         num(ratio, 2),
@@ -339,6 +359,8 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         num(rss_mb, 0),
         num(results.best.as_ref().and_then(|b| b.cpu.machine_ms), 2),
         num(results.best.as_ref().and_then(|b| b.cpu.service_ms), 2),
+        num(results.best.as_ref().and_then(|b| b.cpu.system_ms()), 2),
+        num(results.best.as_ref().and_then(|b| b.cpu.transactions), 1),
     ));
     out.join("\n")
 }
