@@ -57,7 +57,7 @@ pub struct ChannelLabels {
 /// Labels of a look-up in the command path's cache.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// `hit`, `miss` or `stale`.
+    /// `hit`, `new`, `miss` or `stale`.
     pub result: &'static str,
 }
 
@@ -100,7 +100,8 @@ pub struct Metrics {
     /// How long a command's load of its request and its append took, by step.
     pub command_store_duration: HistogramFamily<StepLabels>,
     /// How commands found their request: in the command path's cache (`hit`), not there
-    /// (`miss`), or there but older than the store (`stale`: loaded again).
+    /// (`miss`), a submission presumed new (`new`), or older than the store, or not new after
+    /// all (`stale`: loaded again).
     pub command_cache: Family<CacheLabels, Counter>,
     /// How long a projection batch took, from its feed read to its commit.
     pub reader_batch_duration: HistogramFamily<ReaderLabels>,
@@ -174,7 +175,8 @@ impl Default for Metrics {
         registry.register(
             "command_cache",
             "How commands found their request: in the command path's cache (hit), not there \
-             (miss), or there but older than the store (stale, loaded again)",
+             (miss), a submission presumed new (new), or older than the store, or not new after \
+             all (stale, loaded again)",
             command_cache.clone(),
         );
         let reader_batch_duration: HistogramFamily<ReaderLabels> =

@@ -2,7 +2,7 @@
 //! (bounded) until the read models show them, so the caller reads their own write.
 //!
 //! One load (cqrs-es on postgres-es), or none when the request is in the command path's cache
-//! ([`cache`]); one append: a single INSERT statement that writes the rows postgres-es would
+//! ([`cache`]) or is a submission presumed new; one append: a single INSERT statement that writes the rows postgres-es would
 //! write and returns the feed position, so the append is one round trip and atomic on its own
 //! (`store::events::append`). An optimistic-lock conflict (another command appended first, or
 //! the cached state was older than the store) is retried here a bounded number of times when the
@@ -178,13 +178,22 @@ impl Ledger {
         let mut attempt = 0;
         // Whether the next try must load the request rather than take it from the cache.
         let mut load = false;
+        let submission = matches!(command, ApprovalCommand::Submit(_));
         loop {
             let cached = if load { None } else { self.cache.get(id) };
-            let from_cache = cached.is_some();
+            // A submission the cache does not know is presumed new: decided on the empty
+            // request and appended as its first event, which conflicts if the request exists
+            // (a repeated or clashing submission), and then is decided again on a load.
+            let presumed = cached.is_none() && !load && submission;
+            let from_cache = cached.is_some() || presumed;
             let (mut aggregate, sequence) = match cached {
                 Some(held) => {
                     self.metrics.cache("hit");
                     held
+                }
+                None if presumed => {
+                    self.metrics.cache("new");
+                    (ApprovalRequest::default(), 0)
                 }
                 None => {
                     if !load {
