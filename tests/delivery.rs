@@ -169,15 +169,7 @@ async fn a_decision_reaches_the_legacy_system_signed_and_phones_get_their_pushes
     assert!(pushes
         .iter()
         .any(|p| p.body["message"]["token"] == "token-dina"));
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("approval_ledger_commit_to_callback_seconds_count 1"),
         "{metrics}"

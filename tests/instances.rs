@@ -20,15 +20,9 @@ const API_ONLY: Roles = Roles {
 
 /// A counter of `/metrics` at `address`.
 async fn metric(client: &reqwest::Client, address: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{address}/metrics"))
-        .send()
+    common::metrics_at(client, address)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse().ok())

@@ -27,15 +27,7 @@ async fn health_readiness_and_metrics_answer() {
     // Ready once the worker's broker connection is up.
     app.wait_ready().await;
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"approval_ledger_http_requests_total{method="POST",route="/v1/requests/{id}/approve",status="200"} 1"#), "{metrics}");
     assert!(metrics.contains("approval_ledger_http_request_duration_seconds_bucket"));
     assert!(metrics.contains(r#"approval_ledger_commands_total{command="approve",outcome="ok"} 1"#));

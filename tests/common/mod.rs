@@ -328,6 +328,11 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The text of this instance's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_at(&self.client, &self.address).await
+    }
+
     /// How many events the store holds.
     pub async fn event_count(&self) -> i64 {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
@@ -336,6 +341,18 @@ impl TestApp {
             .expect("count");
         n
     }
+}
+
+/// The text of `/metrics` of the instance at `address`.
+pub async fn metrics_at(client: &reqwest::Client, address: &str) -> String {
+    client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// The contract's three-step purchase order, under `external_ref`.
