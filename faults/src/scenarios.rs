@@ -376,10 +376,7 @@ async fn append_submission(
         title: format!("Leave {external_ref}"),
         requester: UserId::new("p0"),
         amount: None,
-        steps: vec![StepSpec {
-            approvers: vec![UserId::new("a00")],
-            rule: Rule::Any,
-        }],
+        steps: vec![StepSpec::new(vec![UserId::new("a00")], Rule::Any)],
         due_at: None,
         details: None,
         link: None,

@@ -148,9 +148,11 @@ impl SubmitBody {
             steps: self
                 .steps
                 .into_iter()
-                .map(|s| StepSpec {
-                    approvers: s.approvers.into_iter().map(UserId::new).collect(),
-                    rule: s.rule.into(),
+                .map(|s| {
+                    StepSpec::new(
+                        s.approvers.into_iter().map(UserId::new).collect(),
+                        s.rule.into(),
+                    )
                 })
                 .collect(),
             due_at: self.due_at,
