@@ -169,24 +169,7 @@ fn steps(s: &Submission) -> Result<(), DomainError> {
         if step.approvers.is_empty() {
             return Err(invalid(format!("{field}.approvers must not be empty")));
         }
-        if step.approvers.len() > limits::APPROVERS_PER_STEP {
-            return Err(invalid(format!(
-                "{field}.approvers has more than {} people",
-                limits::APPROVERS_PER_STEP
-            )));
-        }
-        let mut seen = HashSet::new();
-        for approver in &step.approvers {
-            user(&format!("{field}.approvers"), approver)?;
-            if !seen.insert(approver) {
-                return Err(invalid(format!("{field}.approvers names {approver} twice")));
-            }
-            if *approver == s.requester {
-                return Err(invalid(format!(
-                    "{field}.approvers names the requester {approver}: a requester never approves their own request"
-                )));
-            }
-        }
+        people(&format!("{field}.approvers"), &step.approvers, &s.requester)?;
         deadline(&field, step, &s.requester)?;
         if let Rule::AtLeast(n) = step.rule {
             if n == 0 || n as usize > step.approvers.len() {
@@ -223,21 +206,31 @@ fn deadline(field: &str, step: &StepSpec, requester: &UserId) -> Result<(), Doma
             "{field}.escalate_to needs a due_in: escalation happens when the step is overdue"
         )));
     }
-    if step.escalate_to.len() > limits::APPROVERS_PER_STEP {
+    people(
+        &format!("{field}.escalate_to"),
+        &step.escalate_to,
+        requester,
+    )
+}
+
+/// Checks the people of a step's list `field`: at most the limit of a step, each a valid user
+/// id named once, never the requester.
+fn people(field: &str, list: &[UserId], requester: &UserId) -> Result<(), DomainError> {
+    if list.len() > limits::APPROVERS_PER_STEP {
         return Err(invalid(format!(
-            "{field}.escalate_to has more than {} people",
+            "{field} has more than {} people",
             limits::APPROVERS_PER_STEP
         )));
     }
     let mut seen = HashSet::new();
-    for person in &step.escalate_to {
-        user(&format!("{field}.escalate_to"), person)?;
+    for person in list {
+        user(field, person)?;
         if !seen.insert(person) {
-            return Err(invalid(format!("{field}.escalate_to names {person} twice")));
+            return Err(invalid(format!("{field} names {person} twice")));
         }
         if person == requester {
             return Err(invalid(format!(
-                "{field}.escalate_to names the requester {person}: a requester never approves their own request"
+                "{field} names the requester {person}: a requester never approves their own request"
             )));
         }
     }

@@ -121,7 +121,7 @@ pub fn submitted(
 ) -> anyhow::Result<(Request, Vec<ApprovalEvent>)> {
     let parsed: SubmitBody = serde_json::from_value(body.clone()).context("submission body")?;
     let submission = parsed
-        .into_submission(SystemId::new(system), at)
+        .into_submission(SystemId::new(system), at, &[])
         .map_err(|e| anyhow::anyhow!("the service would refuse the submission: {e}"))?;
     let mut aggregate = ApprovalRequest::default();
     let events = aggregate

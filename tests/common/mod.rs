@@ -328,6 +328,30 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Registers an Android device `token` of `user`.
+    pub async fn register_device(&self, user: &str, token: &str) {
+        let response = self
+            .post_as(
+                user,
+                "/v1/devices",
+                &json!({"platform": "android", "token": token}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
+    /// What `/metrics` shows now.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// How many events the store holds.
     pub async fn event_count(&self) -> i64 {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
