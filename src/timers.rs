@@ -51,10 +51,11 @@ impl TimerLoop {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            // A full round may have left more due: go on at once until one is not full.
+            // A full round may have left more due: go on at once until one is not full. A round
+            // whose timers must wait (a race still running) waits for the next tick instead.
             loop {
                 match self.round().await {
-                    Ok(claimed) if claimed >= self.settings.batch && !stop.is_cancelled() => {}
+                    Ok(done) if done >= self.settings.batch && !stop.is_cancelled() => {}
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot fire the due timers");
@@ -71,8 +72,8 @@ impl TimerLoop {
         }
     }
 
-    /// One round: claims due timers, fires each, deletes the ones done. Returns how many it
-    /// claimed.
+    /// One round: claims due timers, fires each, deletes the ones done. Returns how many were
+    /// done.
     async fn round(&self) -> Result<i64, approval_projections::ProjectionError> {
         let mut tx = self.pool.begin().await?;
         let due = timers::claim_due(&mut tx, Utc::now(), self.settings.batch).await?;
@@ -88,7 +89,7 @@ impl TimerLoop {
         }
         timers::delete(&mut tx, &done).await?;
         tx.commit().await?;
-        Ok(i64::try_from(due.len()).unwrap_or(i64::MAX))
+        Ok(i64::try_from(done.len()).unwrap_or(i64::MAX))
     }
 
     /// Sends `due`'s command to its request.
