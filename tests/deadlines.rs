@@ -423,3 +423,31 @@ async fn the_inbox_orders_by_the_nearest_of_the_steps_and_the_requests_deadline(
     assert!(items[1]["step_due_at"].is_string() && items[1]["due_at"].is_null());
     assert!(items[3]["step_due_at"].is_null() && items[3]["overdue"] == false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_the_deadlines_fields() {
+    let app = TestApp::spawn_with(API_ONLY, &[]).await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, fields) in [
+        ("StepDto", &["due_in", "escalate_to"][..]),
+        ("InboxItem", &["step_due_at", "overdue"][..]),
+        ("StepOut", &["due_at", "overdue"][..]),
+    ] {
+        for field in fields {
+            assert!(
+                schemas[schema]["properties"][field].is_object(),
+                "{schema}.{field} in {}",
+                schemas[schema]
+            );
+        }
+    }
+}
