@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use approval_aggregates::Period;
 use serde::Deserialize;
 
 /// The defaults, compiled in so the binary runs from any directory.
@@ -71,6 +72,22 @@ pub struct Settings {
     /// The legacy systems, by key.
     #[serde(default)]
     pub systems: BTreeMap<String, SystemSettings>,
+    /// Deadlines: the timer loop and the reminders.
+    pub sla: SlaSettings,
+}
+
+/// Deadlines: how often the timer loop looks for due timers, and when reminders go out.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlaSettings {
+    /// How often a worker fires the timers that fell due: each fires within this of its moment.
+    pub tick: Period,
+    /// How long before a step's deadline its undecided approvers are reminded, once each;
+    /// recorded in each request at submission. A list in a file; in the environment, one text
+    /// separated by commas (`APPROVAL_LEDGER_SLA__REMIND_BEFORE="PT1H,PT10M"`).
+    #[serde(deserialize_with = "periods")]
+    pub remind_before: Vec<Period>,
+    /// Timers fired per look; a look that finds this many looks again at once.
+    pub batch: i64,
 }
 
 /// Where it runs.
@@ -164,8 +181,6 @@ pub struct LedgerSettings {
     pub conflict_retries: u32,
     /// How long a command waits for its own write to show in the read models.
     pub read_your_writes_ms: u64,
-    /// How often overdue requests are expired; 0 turns it off.
-    pub expiry_interval_ms: u64,
     /// Requests the command path keeps in memory, so that a command on one of them needs no
     /// load; 0 keeps none.
     pub cache_requests: usize,
@@ -231,6 +246,26 @@ pub struct SystemSettings {
     pub progress_callbacks: bool,
 }
 
+/// A list of periods, or (as environment variables give it) one text of them separated by
+/// commas; an empty text is an empty list.
+fn periods<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Period>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Periods {
+        List(Vec<Period>),
+        Text(String),
+    }
+    match Periods::deserialize(deserializer)? {
+        Periods::List(list) => Ok(list),
+        Periods::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| Period::parse(p).map_err(serde::de::Error::custom))
+            .collect(),
+    }
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -277,6 +312,16 @@ impl Settings {
     /// Refuses what cannot work, and the development secrets outside development; adds the demo
     /// system in development when none is configured.
     fn checked(mut self) -> Result<Self, ConfigError> {
+        if self.sla.tick.as_secs() == 0 || self.sla.batch < 1 {
+            return Err(ConfigError::Invalid(
+                "sla.tick must be at least PT1S and sla.batch at least 1".into(),
+            ));
+        }
+        if self.sla.remind_before.iter().any(|p| p.as_secs() == 0) {
+            return Err(ConfigError::Invalid(
+                "sla.remind_before must list durations longer than zero".into(),
+            ));
+        }
         if self.systems.is_empty() && self.is_development() {
             self.systems.insert(
                 DEMO_SYSTEM.into(),
@@ -403,6 +448,28 @@ mod tests {
         assert_eq!(s.http.bulk_limit, 7);
         assert!(s.systems.contains_key("hr"));
         assert!(!s.systems.contains_key(DEMO_SYSTEM));
+        Ok(())
+    }
+
+    #[test]
+    fn deadlines_are_iso_8601_durations_and_reminders_a_list() -> Result<(), ConfigError> {
+        let s = Settings::load(None, env(&[]))?;
+        assert_eq!(s.sla.tick, Period::from_secs(1));
+        assert_eq!(s.sla.remind_before, vec![Period::from_secs(3_600)]);
+        let s = Settings::load(
+            None,
+            env(&[
+                ("APPROVAL_LEDGER_SLA__TICK", "PT2S"),
+                ("APPROVAL_LEDGER_SLA__REMIND_BEFORE", "PT1H,PT10M"),
+            ]),
+        )?;
+        assert_eq!(s.sla.tick, Period::from_secs(2));
+        assert_eq!(
+            s.sla.remind_before,
+            vec![Period::from_secs(3_600), Period::from_secs(600)]
+        );
+        let bad = Settings::load(None, env(&[("APPROVAL_LEDGER_SLA__TICK", "1s")]));
+        assert!(bad.is_err());
         Ok(())
     }
 

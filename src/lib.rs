@@ -19,7 +19,7 @@
 //! - [`signing`]: HMAC signatures and bearer tokens, for the API, the scheduler and the CLI.
 //! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
 //!   verify`, point-in-time replay and export.
-//! - [`expiry`]: expires overdue requests.
+//! - [`timers`]: the timer loop, firing due reminders, overdue notices, escalations and expiries.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
 //! - [`startup`]: builds and runs the roles; [`shutdown`]: stopping; [`cli`]: the command line.
@@ -32,7 +32,6 @@ pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod config;
-pub mod expiry;
 pub mod feed;
 pub mod handlers;
 pub mod http;
@@ -47,3 +46,4 @@ pub mod startup;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod timers;

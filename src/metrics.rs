@@ -61,6 +61,16 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of a timer's firing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimerLabels {
+    /// `reminder`, `overdue`, `escalation` or `expiry`.
+    pub kind: &'static str,
+    /// `fired` (its event was appended) or `stale` (the request refused it: it no longer
+    /// applied, or another instance fired it first).
+    pub outcome: &'static str,
+}
+
 /// Labels naming a feed reader.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReaderLabels {
@@ -125,6 +135,12 @@ pub struct Metrics {
     pub delivery_attempts: Family<DeliveryLabels, Counter>,
     /// Dead letters now, by channel.
     pub dead_letters: Family<ChannelLabels, Gauge>,
+    /// Timers fired, by kind and outcome.
+    pub timers_fired: Family<TimerLabels, Counter>,
+    /// From a timer's moment to its event's append.
+    pub timer_lag: Histogram,
+    /// Current steps of pending requests whose deadline passed, as of the last look.
+    pub overdue_steps: Gauge,
 }
 
 impl Default for Metrics {
@@ -249,6 +265,25 @@ impl Default for Metrics {
             "Deliveries in dead letters, by channel",
             dead_letters.clone(),
         );
+        let timers_fired = Family::<TimerLabels, Counter>::default();
+        registry.register(
+            "timers_fired",
+            "Timers fired (reminders, overdue notices, escalations, expiries), by kind and outcome",
+            timers_fired.clone(),
+        );
+        // 1 ms .. about 2 min: a timer fires within a tick of its moment, or late after an outage.
+        let timer_lag = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register(
+            "timer_lag_seconds",
+            "From a timer's moment to the append of the event that records it fired",
+            timer_lag.clone(),
+        );
+        let overdue_steps = Gauge::default();
+        registry.register(
+            "overdue_steps",
+            "Current steps of pending requests whose deadline has passed",
+            overdue_steps.clone(),
+        );
         Self {
             registry,
             commit_to_publish,
@@ -270,6 +305,9 @@ impl Default for Metrics {
             reader_lag_events,
             reader_lag_seconds,
             reader_errors,
+            timers_fired,
+            timer_lag,
+            overdue_steps,
         }
     }
 }
@@ -321,6 +359,17 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a timer's firing; a fired one's lag since its moment, in seconds.
+    pub fn timer(&self, kind: &'static str, lag: Option<f64>) {
+        let outcome = if lag.is_some() { "fired" } else { "stale" };
+        self.timers_fired
+            .get_or_create(&TimerLabels { kind, outcome })
+            .inc();
+        if let Some(lag) = lag {
+            self.timer_lag.observe(lag.max(0.0));
+        }
     }
 
     /// The labels of reader `name`.

@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::relay::{Relay, LEADER_LOCK, RELAY, RELAY_GATHER};
 use crate::store::db;
+use crate::timers::TimerLoop;
 
 /// How long the read models let events gather between batches that are not full. Commands wait
 /// for them, so it is short; enough for fewer, larger batches under load (docs/benchmarks.md).
@@ -286,14 +287,15 @@ impl Application {
                 Some(signal.subscribe()),
                 &stop,
             ));
-            if settings.ledger.expiry_interval_ms > 0 {
-                tasks.push(tokio::spawn(crate::expiry::run(
-                    ledger.clone(),
-                    pool.clone(),
-                    Duration::from_millis(settings.ledger.expiry_interval_ms),
-                    stop.clone(),
-                )));
-            }
+            tasks.push(tokio::spawn(
+                TimerLoop {
+                    ledger: ledger.clone(),
+                    pool: pool.clone(),
+                    settings: settings.sla.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(stop.clone()),
+            ));
         }
 
         let mut port = None;
@@ -336,6 +338,7 @@ impl Application {
                 metrics: metrics.clone(),
                 broker: probe,
                 hub,
+                remind_before: settings.sla.remind_before.clone(),
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

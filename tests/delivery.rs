@@ -30,19 +30,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A service whose ERP calls back to `legacy` and whose pushes go to `fcm`.
 async fn app_with(legacy: &FakeEndpoint, fcm: &FakeEndpoint, extra: &[(&str, &str)]) -> TestApp {
-    let callback = format!("{}/approvals/callback", legacy.url);
-    let mut settings = vec![
-        (
-            "APPROVAL_LEDGER_SYSTEMS__ERP__CALLBACK_URL",
-            callback.as_str(),
-        ),
-        ("APPROVAL_LEDGER_PUSH__PROVIDER", "fcm"),
-        ("APPROVAL_LEDGER_PUSH__FCM_ENDPOINT", fcm.url.as_str()),
-        ("APPROVAL_LEDGER_PUSH__FCM_PROJECT", "ledger-test"),
-        ("APPROVAL_LEDGER_PUSH__FCM_BEARER", "fcm-test-bearer"),
-    ];
-    settings.extend_from_slice(extra);
-    TestApp::spawn_with(Roles::ALL, &settings).await
+    common::fake::app_calling(legacy, fcm, extra).await
 }
 
 /// A service with the API alone (no worker: the events wait in the store) and a request `reference`
@@ -86,17 +74,6 @@ async fn approved_without_worker(
     (app, envelope)
 }
 
-async fn register_device(app: &TestApp, user: &str, token: &str) {
-    let response = app
-        .post_as(
-            user,
-            "/v1/devices",
-            &json!({"platform": "android", "token": token}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
 fn of_type<'a>(calls: &'a [Call], kind: &str) -> Vec<&'a Call> {
     calls.iter().filter(|c| c.body["type"] == kind).collect()
 }
@@ -106,9 +83,9 @@ async fn a_decision_reaches_the_legacy_system_signed_and_phones_get_their_pushes
     let legacy = FakeEndpoint::ok().await;
     let fcm = FakeEndpoint::ok().await;
     let app = app_with(&legacy, &fcm, &[]).await;
-    register_device(&app, "alice", "token-alice").await;
-    register_device(&app, "bob", "token-bob").await;
-    register_device(&app, "dina", "token-dina").await;
+    app.register_device("alice", "token-alice").await;
+    app.register_device("bob", "token-bob").await;
+    app.register_device("dina", "token-dina").await;
 
     let id = app.submit_ok(&purchase_order("PO-4711")).await;
     // A new inbox item: alice's phone buzzes.
@@ -471,9 +448,9 @@ async fn devices_register_and_one_the_provider_reports_unregistered_is_removed()
     }))
     .await;
     let app = app_with(&legacy, &fcm, &[]).await;
-    register_device(&app, "alice", "stale-token").await;
-    register_device(&app, "alice", "fresh-token").await;
-    register_device(&app, "bob", "gone-token").await;
+    app.register_device("alice", "stale-token").await;
+    app.register_device("alice", "fresh-token").await;
+    app.register_device("bob", "gone-token").await;
     let response = app
         .client
         .delete(format!("{}/v1/devices/gone-token", app.address))
@@ -624,7 +601,7 @@ async fn a_batch_with_a_message_from_elsewhere_refuses_that_one_and_handles_the_
     .unwrap();
     assert_eq!(callbacks, 1, "the stored event got its callback job");
 
-    register_device(&app, "dina", "dinas-phone").await;
+    app.register_device("dina", "dinas-phone").await;
     let push = Push {
         pool: app.pool.clone(),
         jobs: JobSignal::default(),

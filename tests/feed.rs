@@ -28,10 +28,7 @@ fn submitted(external_ref: &str, approver: &str) -> (String, serde_json::Value) 
         title: format!("Leave {external_ref}"),
         requester: UserId::new("dina"),
         amount: None,
-        steps: vec![StepSpec {
-            approvers: vec![UserId::new(approver)],
-            rule: Rule::Any,
-        }],
+        steps: vec![StepSpec::new(vec![UserId::new(approver)], Rule::Any)],
         due_at: None,
         details: None,
         link: None,

@@ -27,18 +27,9 @@ fn submission() -> Submission {
         requester: UserId::new("dina"),
         amount: None,
         steps: vec![
-            StepSpec {
-                approvers: people(&["alice"]),
-                rule: Rule::Any,
-            },
-            StepSpec {
-                approvers: people(&["bob", "carol", "dave"]),
-                rule: Rule::AtLeast(2),
-            },
-            StepSpec {
-                approvers: people(&["erin", "frank"]),
-                rule: Rule::All,
-            },
+            StepSpec::new(people(&["alice"]), Rule::Any),
+            StepSpec::new(people(&["bob", "carol", "dave"]), Rule::AtLeast(2)),
+            StepSpec::new(people(&["erin", "frank"]), Rule::All),
         ],
         due_at: None,
         details: Some(serde_json::json!({"cost_center": "4100", "lines": 12})),

@@ -16,7 +16,10 @@ use crate::commands::{
 };
 use crate::error::DomainError;
 use crate::events::ApprovalEvent;
-use crate::types::{Actor, Money, RequestId, Rule, Status, SystemId, Timestamp, UserId, Verdict};
+use crate::period::Period;
+use crate::types::{
+    Actor, Money, Reminder, RequestId, Rule, Status, SystemId, Timestamp, UserId, Verdict,
+};
 use crate::validation;
 
 /// An approval request: `None` until it is submitted.
@@ -78,6 +81,25 @@ pub struct Step {
     pub delegations: Vec<StepDelegation>,
     /// When its rule was met.
     pub completed_at: Option<Timestamp>,
+    /// How long after it became current it is due, if it has a deadline. The deadline's fields
+    /// are left out of stored states when empty, so states of steps without one stay as small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in: Option<Period>,
+    /// Its deadline, once it became current (set only when it has `due_in`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
+    /// Who is added as its approvers once it is overdue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_to: Vec<UserId>,
+    /// How long before the deadline reminders go out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remind_before: Vec<Period>,
+    /// The reminders sent, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminded: Vec<Reminder>,
+    /// When it was escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<Timestamp>,
 }
 
 /// One approver's decision in a step.
@@ -125,6 +147,36 @@ impl Step {
     /// Whether `user` has decided this step.
     pub fn has_decided(&self, user: &UserId) -> bool {
         self.decisions.iter().any(|d| &d.by == user)
+    }
+
+    /// The reminders its deadline sets: each `remind_before` moment that falls after the step
+    /// became current (a reminder "due in 1 h" of a step due in 30 min would be false), then
+    /// the overdue notice. None without a deadline.
+    pub fn reminders(&self) -> Vec<Reminder> {
+        let Some(due_in) = self.due_in else {
+            return vec![];
+        };
+        let mut reminders: Vec<Reminder> = self
+            .remind_before
+            .iter()
+            .filter(|before| **before < due_in)
+            .map(|before| Reminder::Before(*before))
+            .collect();
+        reminders.push(Reminder::Overdue);
+        reminders
+    }
+
+    /// The people its escalation would add: its `escalate_to` who are not approvers already.
+    pub fn escalation(&self) -> Vec<&UserId> {
+        self.escalate_to
+            .iter()
+            .filter(|u| !self.approvers.contains(u))
+            .collect()
+    }
+
+    /// Whether it is current and its deadline passed, at `now`.
+    pub fn is_overdue(&self, current: bool, now: Timestamp) -> bool {
+        current && self.completed_at.is_none() && self.due_at.is_some_and(|due| due <= now)
     }
 
     /// How many approvals the step has.
@@ -375,6 +427,80 @@ impl ApprovalRequest {
         }
     }
 
+    /// The current step `step` with its deadline, if a timer set for it still applies.
+    fn timed_step(&self, step: usize) -> Result<(&Request, &Step, Timestamp), DomainError> {
+        let request = self.submitted()?;
+        if request.status.is_final() {
+            return Err(DomainError::NotPending(request.status));
+        }
+        if step != request.current_step {
+            return Err(DomainError::TimerStale("the step is no longer current"));
+        }
+        let open = request
+            .open_step()
+            .ok_or(DomainError::TimerStale("the step is no longer current"))?;
+        let due_at = open
+            .due_at
+            .ok_or(DomainError::TimerStale("the step has no deadline"))?;
+        Ok((request, open, due_at))
+    }
+
+    fn remind(
+        &self,
+        step: usize,
+        reminder: Reminder,
+        at: Timestamp,
+    ) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let (request, open, due_at) = self.timed_step(step)?;
+        if !open.reminders().contains(&reminder) {
+            return Err(DomainError::TimerStale("the step sets no such reminder"));
+        }
+        if open.reminded.contains(&reminder) {
+            return Err(DomainError::TimerStale("the reminder was sent already"));
+        }
+        let moment = match reminder {
+            Reminder::Before(before) => due_at - before.to_chrono(),
+            Reminder::Overdue => due_at,
+        };
+        if at < moment {
+            return Err(DomainError::NotDue);
+        }
+        if matches!(reminder, Reminder::Before(_)) && at >= due_at {
+            // Fired so late that the deadline passed: the overdue notice tells them instead.
+            return Err(DomainError::TimerStale("the deadline passed already"));
+        }
+        let to: Vec<UserId> = request.pending_approvers().into_iter().cloned().collect();
+        Ok(vec![ApprovalEvent::ReminderSent {
+            step,
+            reminder,
+            due_at,
+            to,
+            at,
+        }])
+    }
+
+    fn escalate(&self, step: usize, at: Timestamp) -> Result<Vec<ApprovalEvent>, DomainError> {
+        let (_, open, due_at) = self.timed_step(step)?;
+        if open.escalated_at.is_some() {
+            return Err(DomainError::TimerStale("the step was escalated already"));
+        }
+        if at < due_at {
+            return Err(DomainError::NotDue);
+        }
+        let added: Vec<UserId> = open.escalation().into_iter().cloned().collect();
+        if added.is_empty() {
+            return Err(DomainError::TimerStale(
+                "everyone to escalate to is an approver already",
+            ));
+        }
+        Ok(vec![ApprovalEvent::StepEscalated {
+            step,
+            added,
+            due_at,
+            at,
+        }])
+    }
+
     /// Decides what a command does: the events it produces, or why it is refused.
     pub fn decide_command(
         &self,
@@ -387,6 +513,8 @@ impl ApprovalRequest {
             ApprovalCommand::Withdraw(w) => self.withdraw(w),
             ApprovalCommand::Cancel(c) => self.cancel(c),
             ApprovalCommand::Expire { at } => self.expire(at),
+            ApprovalCommand::Remind { step, reminder, at } => self.remind(step, reminder, at),
+            ApprovalCommand::Escalate { step, at } => self.escalate(step, at),
         }
     }
 
@@ -422,12 +550,23 @@ impl ApprovalRequest {
                 status: Status::Pending,
                 steps: steps
                     .into_iter()
-                    .map(|s| Step {
+                    .enumerate()
+                    .map(|(index, s)| Step {
                         rule: s.rule,
                         approvers: s.approvers,
                         decisions: vec![],
                         delegations: vec![],
                         completed_at: None,
+                        // The first step becomes current at submission.
+                        due_at: s
+                            .due_in
+                            .filter(|_| index == 0)
+                            .map(|due_in| at + due_in.to_chrono()),
+                        due_in: s.due_in,
+                        escalate_to: s.escalate_to,
+                        remind_before: s.remind_before,
+                        reminded: vec![],
+                        escalated_at: None,
                     })
                     .collect(),
                 current_step: 0,
@@ -474,6 +613,23 @@ impl ApprovalRequest {
                     s.completed_at = Some(at);
                 }
                 request.current_step = step + 1;
+                // The next step becomes current now: its deadline runs from here.
+                if let Some(next) = request.steps.get_mut(step + 1) {
+                    next.due_at = next.due_in.map(|due_in| at + due_in.to_chrono());
+                }
+            }
+            ApprovalEvent::ReminderSent { step, reminder, .. } => {
+                if let Some(s) = request.steps.get_mut(step) {
+                    s.reminded.push(reminder);
+                }
+            }
+            ApprovalEvent::StepEscalated {
+                step, added, at, ..
+            } => {
+                if let Some(s) = request.steps.get_mut(step) {
+                    s.approvers.extend(added);
+                    s.escalated_at = Some(at);
+                }
             }
             ApprovalEvent::RequestRejected {
                 step,

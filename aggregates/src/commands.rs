@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::types::{Actor, Money, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict};
+use crate::types::{
+    Actor, Money, Reminder, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict,
+};
 
 /// A command to an approval request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +26,22 @@ pub enum ApprovalCommand {
         /// When the expiry was noticed; must not be before the due time.
         at: Timestamp,
     },
+    /// A timer of the current step's deadline fell due: remind its undecided approvers.
+    Remind {
+        /// The step the timer was set for; refused unless it is still the current one.
+        step: usize,
+        /// Which reminder; refused once it was sent.
+        reminder: Reminder,
+        /// When the timer fired; must not be before the reminder's moment.
+        at: Timestamp,
+    },
+    /// The current step's deadline passed: make its `escalate_to` people approvers too.
+    Escalate {
+        /// The step the timer was set for; refused unless it is still the current one.
+        step: usize,
+        /// When the timer fired; must not be before the deadline.
+        at: Timestamp,
+    },
 }
 
 impl ApprovalCommand {
@@ -33,7 +51,11 @@ impl ApprovalCommand {
             Self::Decide(d) => d.expected_version,
             Self::Delegate(d) => d.expected_version,
             Self::Withdraw(w) => w.expected_version,
-            Self::Submit(_) | Self::Cancel(_) | Self::Expire { .. } => None,
+            Self::Submit(_)
+            | Self::Cancel(_)
+            | Self::Expire { .. }
+            | Self::Remind { .. }
+            | Self::Escalate { .. } => None,
         }
     }
 
@@ -46,6 +68,8 @@ impl ApprovalCommand {
             Self::Withdraw(_) => "withdraw",
             Self::Cancel(_) => "cancel",
             Self::Expire { .. } => "expire",
+            Self::Remind { .. } => "remind",
+            Self::Escalate { .. } => "escalate",
         }
     }
 }

@@ -44,4 +44,8 @@ pub enum DomainError {
     /// The request has no due time, or it has not passed.
     #[error("the request is not due yet")]
     NotDue,
+    /// A timer's command no longer applies: its step is no longer current, or the reminder or
+    /// escalation already happened. A late or repeated timer is refused with this, harmlessly.
+    #[error("the timer no longer applies: {0}")]
+    TimerStale(&'static str),
 }

@@ -6,7 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::types::{Money, RequestId, Status, StepSpec, SystemId, Timestamp, UserId};
+use crate::types::{Money, Reminder, RequestId, Status, StepSpec, SystemId, Timestamp, UserId};
 
 /// Every event of an approval request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +128,33 @@ pub enum ApprovalEvent {
         /// When.
         at: Timestamp,
     },
+    /// A timer of the current step's deadline fired: its undecided approvers were reminded
+    /// (`Before`) or told that the deadline passed (`Overdue`). Recorded so that each reminder is
+    /// sent once, whatever restarts or however many instances run.
+    ReminderSent {
+        /// The step.
+        step: usize,
+        /// Which reminder.
+        reminder: Reminder,
+        /// The step's deadline.
+        due_at: Timestamp,
+        /// Who was reminded: the step's approvers who had not decided.
+        to: Vec<UserId>,
+        /// When.
+        at: Timestamp,
+    },
+    /// The current step's deadline passed: its `escalate_to` people became approvers of it too.
+    /// Nobody was removed; the step's rule counts its approvers as they now stand.
+    StepEscalated {
+        /// The step.
+        step: usize,
+        /// The approvers added (the step's `escalate_to` who were not approvers already).
+        added: Vec<UserId>,
+        /// The step's deadline.
+        due_at: Timestamp,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 /// The version of every event type whose shape never changed.
@@ -143,7 +170,7 @@ pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "R
 
 /// Every stored type name, one per variant of [`ApprovalEvent`]: what a reader of the feed can
 /// declare an interest in, and what the broker's bindings are derived from.
-pub const TYPES: [&str; 10] = [
+pub const TYPES: [&str; 12] = [
     "RequestSubmitted",
     "ApprovalRecorded",
     "StepCompleted",
@@ -154,6 +181,8 @@ pub const TYPES: [&str; 10] = [
     "RequestWithdrawn",
     "RequestCancelled",
     "RequestExpired",
+    "ReminderSent",
+    "StepEscalated",
 ];
 
 /// Whether `event_type` names an event that ends a request (one of [`FINAL_TYPES`]).
@@ -186,6 +215,8 @@ impl ApprovalEvent {
             Self::RequestWithdrawn { .. } => "RequestWithdrawn",
             Self::RequestCancelled { .. } => "RequestCancelled",
             Self::RequestExpired { .. } => "RequestExpired",
+            Self::ReminderSent { .. } => "ReminderSent",
+            Self::StepEscalated { .. } => "StepEscalated",
         }
     }
 
@@ -211,7 +242,9 @@ impl ApprovalEvent {
             | Self::ApproverDelegated { at, .. }
             | Self::RequestWithdrawn { at, .. }
             | Self::RequestCancelled { at, .. }
-            | Self::RequestExpired { at, .. } => *at,
+            | Self::RequestExpired { at, .. }
+            | Self::ReminderSent { at, .. }
+            | Self::StepEscalated { at, .. } => *at,
         }
     }
 
@@ -253,7 +286,10 @@ impl ApprovalEvent {
             Self::ApproverDelegated { from, comment, .. } => (Some(from), comment.as_deref()),
             Self::RequestWithdrawn { by, comment, .. } => (Some(by), comment.as_deref()),
             Self::RequestCancelled { reason, .. } => (None, reason.as_deref()),
-            Self::StepCompleted { .. } | Self::RequestExpired { .. } => (None, None),
+            Self::StepCompleted { .. }
+            | Self::RequestExpired { .. }
+            | Self::ReminderSent { .. }
+            | Self::StepEscalated { .. } => (None, None),
         }
     }
 }

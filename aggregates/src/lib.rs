@@ -2,11 +2,15 @@
 //!
 //! # Layout
 //! - [`types`]: identifiers, money, statuses, step rules, the acting person.
-//! - [`commands`]: what callers ask (`Submit`, `Decide`, `Delegate`, `Withdraw`, `Cancel`, `Expire`).
+//! - [`commands`]: what callers ask (`Submit`, `Decide`, `Delegate`, `Withdraw`, `Cancel`), and
+//!   what timers ask (`Expire`, `Remind`, `Escalate`).
 //! - [`events`]: what happened, past tense, with stable type names and versions.
 //! - [`aggregate`]: [`ApprovalRequest`], whose `handle` holds every rule and whose `apply` only
 //!   assigns state. The read side folds events with the same code.
 //! - [`validation`]: the shape and size rules of a submission.
+//! - [`period`]: [`Period`], the ISO 8601 durations of deadlines and reminders.
+//! - [`timers`]: the timers a request's state sets (reminders, escalation, expiry) and the
+//!   command each one sends when it falls due.
 //! - [`upcasters`]: how events stored in an older version are read as the current one.
 //! - [`error`]: [`DomainError`], every refusal; the service maps each to a stable error code.
 //!
@@ -17,6 +21,8 @@ pub mod aggregate;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod period;
+pub mod timers;
 pub mod types;
 pub mod upcasters;
 pub mod validation;
@@ -28,6 +34,9 @@ pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepD
 pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
 pub use error::DomainError;
 pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
+pub use period::{Period, PeriodError};
+pub use timers::{Timer, TimerKind};
 pub use types::{
-    Actor, Money, RequestId, Roles, Rule, Status, StepSpec, SystemId, Timestamp, UserId, Verdict,
+    Actor, Money, Reminder, RequestId, Roles, Rule, Status, StepSpec, SystemId, Timestamp, UserId,
+    Verdict,
 };

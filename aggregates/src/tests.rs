@@ -20,10 +20,7 @@ fn user(name: &str) -> UserId {
 }
 
 fn step(approvers: &[&str], rule: Rule) -> StepSpec {
-    StepSpec {
-        approvers: approvers.iter().map(|a| user(a)).collect(),
-        rule,
-    }
+    StepSpec::new(approvers.iter().map(|a| user(a)).collect(), rule)
 }
 
 fn submission() -> Submission {
@@ -771,6 +768,8 @@ fn final_types_are_the_events_with_a_final_status() {
             at: at(2),
         },
         ApprovalEvent::RequestExpired { at: at(2) },
+        reminded(0, Reminder::Overdue, 1, &["alice"], 2),
+        escalated(2),
     ];
     let finals: Vec<&str> = events
         .iter()
@@ -787,4 +786,315 @@ fn final_types_are_the_events_with_a_final_status() {
     // One of every variant: TYPES names exactly them, in the enum's order.
     let all: Vec<&str> = events.iter().map(ApprovalEvent::type_name).collect();
     assert_eq!(all, TYPES);
+}
+
+// --- deadlines: reminders, escalation ------------------------------------------------------
+
+fn minutes(n: u64) -> Period {
+    Period::from_secs(n * 60)
+}
+
+/// Step 0 (alice) is due 20 minutes after submission, reminds 10 minutes before (a reminder
+/// 30 minutes before would fall before the step began) and escalates to grace; step 1 (erin)
+/// is due 15 minutes after it becomes current.
+fn timed_submission() -> Submission {
+    let mut s = submission();
+    s.due_at = None;
+    s.steps = vec![
+        StepSpec {
+            due_in: Some(minutes(20)),
+            escalate_to: vec![user("grace")],
+            remind_before: vec![minutes(10), minutes(30)],
+            ..step(&["alice"], Rule::Any)
+        },
+        StepSpec {
+            due_in: Some(minutes(15)),
+            remind_before: vec![minutes(10)],
+            ..step(&["erin"], Rule::Any)
+        },
+    ];
+    s
+}
+
+fn timed() -> ApprovalEvent {
+    submitted_event(timed_submission())
+}
+
+fn remind(step: usize, reminder: Reminder, minute: u32) -> ApprovalCommand {
+    ApprovalCommand::Remind {
+        step,
+        reminder,
+        at: at(minute),
+    }
+}
+
+fn reminded(step: usize, reminder: Reminder, due: u32, to: &[&str], minute: u32) -> ApprovalEvent {
+    ApprovalEvent::ReminderSent {
+        step,
+        reminder,
+        due_at: at(due),
+        to: to.iter().map(|u| user(u)).collect(),
+        at: at(minute),
+    }
+}
+
+fn escalated(minute: u32) -> ApprovalEvent {
+    ApprovalEvent::StepEscalated {
+        step: 0,
+        added: vec![user("grace")],
+        due_at: at(20),
+        at: at(minute),
+    }
+}
+
+#[test]
+fn a_steps_deadline_runs_from_when_it_becomes_current() {
+    let request = fold(&[timed()])
+        .request
+        .unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.steps[0].due_at, Some(at(20)));
+    assert_eq!(request.steps[1].due_at, None);
+    let request = fold(&[timed(), approved_by(0, "alice", 1), completed(0)])
+        .request
+        .unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(request.steps[1].due_at, Some(at(25)));
+    assert!(!request.steps[1].is_overdue(true, at(24)));
+    assert!(request.steps[1].is_overdue(true, at(25)));
+}
+
+#[test]
+fn a_reminder_is_sent_once_to_who_has_not_decided() {
+    let before = Reminder::Before(minutes(10));
+    Given::with(())
+        .given(vec![timed()])
+        .when(remind(0, before, 10))
+        .then_expect_events(vec![reminded(0, before, 20, &["alice"], 10)]);
+    Given::with(())
+        .given(vec![timed(), reminded(0, before, 20, &["alice"], 10)])
+        .when(remind(0, before, 11))
+        .then_expect_error(DomainError::TimerStale("the reminder was sent already"));
+}
+
+#[test]
+fn a_reminder_is_refused_before_its_moment_and_after_the_deadline() {
+    let before = Reminder::Before(minutes(10));
+    Given::with(())
+        .given(vec![timed()])
+        .when(remind(0, before, 9))
+        .then_expect_error(DomainError::NotDue);
+    Given::with(())
+        .given(vec![timed()])
+        .when(remind(0, before, 20))
+        .then_expect_error(DomainError::TimerStale("the deadline passed already"));
+    Given::with(())
+        .given(vec![timed()])
+        .when(remind(0, Reminder::Overdue, 19))
+        .then_expect_error(DomainError::NotDue);
+    Given::with(())
+        .given(vec![timed()])
+        .when(remind(0, Reminder::Before(minutes(30)), 0))
+        .then_expect_error(DomainError::TimerStale("the step sets no such reminder"));
+}
+
+#[test]
+fn a_timer_of_a_step_no_longer_current_or_a_final_request_is_refused() {
+    Given::with(())
+        .given(vec![timed(), approved_by(0, "alice", 1), completed(0)])
+        .when(remind(0, Reminder::Overdue, 21))
+        .then_expect_error(DomainError::TimerStale("the step is no longer current"));
+    Given::with(())
+        .given(vec![timed(), approved_by(0, "alice", 1), completed(0)])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(21),
+        })
+        .then_expect_error(DomainError::TimerStale("the step is no longer current"));
+    let cancelled = ApprovalEvent::RequestCancelled {
+        reason: None,
+        at: at(5),
+    };
+    Given::with(())
+        .given(vec![timed(), cancelled.clone()])
+        .when(remind(0, Reminder::Overdue, 21))
+        .then_expect_error(DomainError::NotPending(Status::Cancelled));
+    Given::with(())
+        .given(vec![timed(), cancelled])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(21),
+        })
+        .then_expect_error(DomainError::NotPending(Status::Cancelled));
+    let mut plain = submission();
+    plain.due_at = None;
+    Given::with(())
+        .given(vec![submitted_event(plain)])
+        .when(remind(0, Reminder::Overdue, 21))
+        .then_expect_error(DomainError::TimerStale("the step has no deadline"));
+}
+
+#[test]
+fn an_overdue_step_escalates_once_and_the_new_approver_decides() {
+    Given::with(())
+        .given(vec![timed()])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(19),
+        })
+        .then_expect_error(DomainError::NotDue);
+    Given::with(())
+        .given(vec![timed()])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(21),
+        })
+        .then_expect_events(vec![escalated(21)]);
+    Given::with(())
+        .given(vec![timed(), escalated(21)])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(22),
+        })
+        .then_expect_error(DomainError::TimerStale("the step was escalated already"));
+    let request = fold(&[timed(), escalated(21)])
+        .request
+        .unwrap_or_else(|| panic!("submitted"));
+    assert_eq!(
+        request.pending_approvers(),
+        vec![&user("alice"), &user("grace")]
+    );
+    Given::with(())
+        .given(vec![timed(), escalated(21)])
+        .when(approve("grace"))
+        .then_expect_events(vec![approved_by(0, "grace", 2), completed(0)]);
+}
+
+#[test]
+fn escalation_to_someone_who_already_approves_the_step_is_refused() {
+    let mut s = timed_submission();
+    s.steps[0].escalate_to = vec![user("alice")];
+    Given::with(())
+        .given(vec![submitted_event(s)])
+        .when(ApprovalCommand::Escalate {
+            step: 0,
+            at: at(21),
+        })
+        .then_expect_error(DomainError::TimerStale(
+            "everyone to escalate to is an approver already",
+        ));
+}
+
+#[test]
+fn an_all_step_counts_its_approvers_as_they_stand_after_escalation() {
+    let mut s = timed_submission();
+    s.steps[0].approvers = vec![user("alice"), user("bob")];
+    s.steps[0].rule = Rule::All;
+    let events = vec![
+        submitted_event(s),
+        escalated(21),
+        approved_by(0, "alice", 2),
+        approved_by(0, "bob", 3),
+    ];
+    Given::with(())
+        .given(events)
+        .when(approve("grace"))
+        .then_expect_events(vec![approved_by(0, "grace", 4), completed(0)]);
+}
+
+#[test]
+fn the_timers_of_a_request_follow_its_state() {
+    let keys = |events: &[ApprovalEvent]| -> Vec<(String, Timestamp)> {
+        fold(events)
+            .request
+            .map(|r| r.timers().iter().map(|t| (t.key(), t.fire_at)).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        keys(&[timed()]),
+        vec![
+            ("s0:before:600".to_owned(), at(10)),
+            ("s0:overdue".to_owned(), at(20)),
+            ("s0:escalation".to_owned(), at(20)),
+        ]
+    );
+    let before = Reminder::Before(minutes(10));
+    assert_eq!(
+        keys(&[
+            timed(),
+            reminded(0, before, 20, &["alice"], 10),
+            escalated(21)
+        ]),
+        vec![("s0:overdue".to_owned(), at(20))]
+    );
+    assert_eq!(
+        keys(&[timed(), approved_by(0, "alice", 1), completed(0)]),
+        vec![
+            ("s1:before:600".to_owned(), at(15)),
+            ("s1:overdue".to_owned(), at(25)),
+        ]
+    );
+    // The plain submission has only its expiry; a final request has none.
+    assert_eq!(keys(&[submitted()]), vec![("expiry".to_owned(), at(59))]);
+    assert!(keys(&[submitted(), ApprovalEvent::RequestExpired { at: at(59) }]).is_empty());
+    for timer in fold(&[timed()])
+        .request
+        .map(|r| r.timers())
+        .unwrap_or_default()
+    {
+        assert_eq!(Timer::from_key(&timer.key(), timer.fire_at), Some(timer));
+    }
+    assert_eq!(Timer::from_key("s0:sideways", at(1)), None);
+}
+
+#[test]
+fn a_deadline_must_be_sane_and_escalation_needs_one() {
+    invalid_submission(
+        |s| s.steps[0].escalate_to = vec![user("grace")],
+        "steps[0].escalate_to needs a due_in",
+    );
+    invalid_submission(
+        |s| {
+            s.steps[0].due_in = Some(minutes(5));
+            s.steps[0].escalate_to = vec![user("dina")];
+        },
+        "escalate_to names the requester",
+    );
+    invalid_submission(
+        |s| {
+            s.steps[0].due_in = Some(minutes(5));
+            s.steps[0].escalate_to = vec![user("grace"), user("grace")];
+        },
+        "names grace twice",
+    );
+    invalid_submission(
+        |s| s.steps[1].due_in = Some(Period::from_secs(0)),
+        "steps[1].due_in must be longer than zero",
+    );
+    invalid_submission(
+        |s| s.steps[1].due_in = Some(Period::from_secs(400 * 86_400)),
+        "at most 366 days",
+    );
+}
+
+#[test]
+fn a_step_without_a_deadline_is_stored_as_before() {
+    let value = serde_json::to_value(step(&["alice"], Rule::Any)).unwrap_or_default();
+    assert_eq!(value, json!({"approvers": ["alice"], "rule": "any"}));
+    let value = serde_json::to_value(StepSpec {
+        due_in: Some(minutes(90)),
+        escalate_to: vec![user("grace")],
+        ..step(&["alice"], Rule::Any)
+    })
+    .unwrap_or_default();
+    assert_eq!(
+        value,
+        json!({"approvers": ["alice"], "rule": "any", "due_in": "PT1H30M", "escalate_to": ["grace"]})
+    );
+    assert_eq!(
+        serde_json::to_value(Reminder::Before(minutes(60))).unwrap_or_default(),
+        json!({"before": "PT1H"})
+    );
+    assert_eq!(
+        serde_json::to_value(Reminder::Overdue).unwrap_or_default(),
+        json!("overdue")
+    );
 }

@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::period::Period;
+
 /// The namespace of request ids derived from a legacy system's reference (UUID version 5).
 const REQUEST_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_2f0e_8a4b_4c39_9f57_3b0e_5a8d_21c4);
 
@@ -160,13 +162,51 @@ impl Rule {
     }
 }
 
-/// One step as submitted: who decides and by which rule.
+/// One step as submitted: who decides, by which rule, and by when.
+///
+/// The deadline's parts are optional and left out of the stored event when absent, so a step
+/// without a deadline is stored as it always was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepSpec {
     /// The people who decide this step, each at most once.
     pub approvers: Vec<UserId>,
     /// What completes the step.
     pub rule: Rule,
+    /// How long after the step becomes current it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in: Option<Period>,
+    /// Who becomes an approver of the step too once it is overdue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_to: Vec<UserId>,
+    /// How long before the deadline its undecided approvers are reminded, one reminder each:
+    /// the service's `[sla] remind_before` when the request was submitted, recorded so that a
+    /// change of configuration never changes the timers of requests already submitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remind_before: Vec<Period>,
+}
+
+impl StepSpec {
+    /// A step without a deadline.
+    pub fn new(approvers: Vec<UserId>, rule: Rule) -> Self {
+        Self {
+            approvers,
+            rule,
+            due_in: None,
+            escalate_to: vec![],
+            remind_before: vec![],
+        }
+    }
+}
+
+/// Which reminder of a step's deadline: one of its `remind_before` moments, or the notice that
+/// the deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reminder {
+    /// "Due in ...", this long before the deadline.
+    Before(Period),
+    /// "Overdue", when the deadline passes.
+    Overdue,
 }
 
 /// What an approver decides.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::commands::Submission;
 use crate::error::DomainError;
-use crate::types::{Money, Rule, UserId};
+use crate::types::{Money, Rule, StepSpec, UserId};
 
 /// The limits of a submission and of a decision.
 pub mod limits {
@@ -35,6 +35,8 @@ pub mod limits {
     pub const AMOUNT_SCALE: u32 = 6;
     /// Digits before the decimal point of an amount.
     pub const AMOUNT_INTEGER_DIGITS: usize = 18;
+    /// The longest `due_in` of a step, in seconds: a year.
+    pub const DUE_IN_SECS: u64 = 366 * 86_400;
 }
 
 fn invalid(message: impl Into<String>) -> DomainError {
@@ -167,24 +169,8 @@ fn steps(s: &Submission) -> Result<(), DomainError> {
         if step.approvers.is_empty() {
             return Err(invalid(format!("{field}.approvers must not be empty")));
         }
-        if step.approvers.len() > limits::APPROVERS_PER_STEP {
-            return Err(invalid(format!(
-                "{field}.approvers has more than {} people",
-                limits::APPROVERS_PER_STEP
-            )));
-        }
-        let mut seen = HashSet::new();
-        for approver in &step.approvers {
-            user(&format!("{field}.approvers"), approver)?;
-            if !seen.insert(approver) {
-                return Err(invalid(format!("{field}.approvers names {approver} twice")));
-            }
-            if *approver == s.requester {
-                return Err(invalid(format!(
-                    "{field}.approvers names the requester {approver}: a requester never approves their own request"
-                )));
-            }
-        }
+        people(&format!("{field}.approvers"), &step.approvers, &s.requester)?;
+        deadline(&field, step, &s.requester)?;
         if let Rule::AtLeast(n) = step.rule {
             if n == 0 || n as usize > step.approvers.len() {
                 return Err(invalid(format!(
@@ -192,6 +178,60 @@ fn steps(s: &Submission) -> Result<(), DomainError> {
                     step.approvers.len()
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a step's deadline: a `due_in` longer than zero and at most a year, and people to
+/// escalate to only with a deadline, each once, never the requester.
+fn deadline(field: &str, step: &StepSpec, requester: &UserId) -> Result<(), DomainError> {
+    if let Some(due_in) = step.due_in {
+        if due_in.as_secs() == 0 || due_in.as_secs() > limits::DUE_IN_SECS {
+            return Err(invalid(format!(
+                "{field}.due_in must be longer than zero and at most 366 days"
+            )));
+        }
+    }
+    if step.remind_before.iter().any(|p| p.as_secs() == 0) {
+        return Err(invalid(format!(
+            "{field}.remind_before must be longer than zero"
+        )));
+    }
+    if step.escalate_to.is_empty() {
+        return Ok(());
+    }
+    if step.due_in.is_none() {
+        return Err(invalid(format!(
+            "{field}.escalate_to needs a due_in: escalation happens when the step is overdue"
+        )));
+    }
+    people(
+        &format!("{field}.escalate_to"),
+        &step.escalate_to,
+        requester,
+    )
+}
+
+/// Checks the people of a step's list `field`: at most the limit of a step, each a valid user
+/// id named once, never the requester.
+fn people(field: &str, list: &[UserId], requester: &UserId) -> Result<(), DomainError> {
+    if list.len() > limits::APPROVERS_PER_STEP {
+        return Err(invalid(format!(
+            "{field} has more than {} people",
+            limits::APPROVERS_PER_STEP
+        )));
+    }
+    let mut seen = HashSet::new();
+    for person in list {
+        user(field, person)?;
+        if !seen.insert(person) {
+            return Err(invalid(format!("{field} names {person} twice")));
+        }
+        if person == requester {
+            return Err(invalid(format!(
+                "{field} names the requester {person}: a requester never approves their own request"
+            )));
         }
     }
     Ok(())

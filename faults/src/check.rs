@@ -139,6 +139,10 @@ fn expected(events: &[Stored]) -> Expected {
             other if other.final_status().is_some() => {
                 requesters.get(&e.request_id).cloned().into_iter().collect()
             }
+            ApprovalEvent::ReminderSent { to, .. } => to.iter().map(|u| u.0.clone()).collect(),
+            ApprovalEvent::StepEscalated { added, .. } => {
+                added.iter().map(|u| u.0.clone()).collect()
+            }
             _ => vec![],
         };
         for user in notify {
@@ -226,11 +230,22 @@ pub async fn check(world: &World, tally: &Tally) -> anyhow::Result<Findings> {
         format!("{lost_commands} acknowledged commands are not in the store"),
     );
 
-    // Nothing decided twice in the store.
+    // Nothing decided twice in the store, no timer fired twice.
     let mut finals: HashMap<&str, u32> = HashMap::new();
     let mut recorded: HashSet<(&str, usize, &str)> = HashSet::new();
+    let mut fired: HashSet<(&str, usize, String)> = HashSet::new();
     for e in &events {
         match &e.event {
+            Some(ApprovalEvent::ReminderSent { step, reminder, .. }) => {
+                if !fired.insert((e.request_id.as_str(), *step, format!("{reminder:?}"))) {
+                    f.duplicated += 1;
+                }
+            }
+            Some(ApprovalEvent::StepEscalated { step, .. }) => {
+                if !fired.insert((e.request_id.as_str(), *step, "escalation".into())) {
+                    f.duplicated += 1;
+                }
+            }
             Some(ApprovalEvent::ApprovalRecorded { step, approver, .. }) => {
                 if !recorded.insert((e.request_id.as_str(), *step, approver.0.as_str())) {
                     f.duplicated += 1;

@@ -39,7 +39,7 @@ const fn scenario(name: &'static str, what: &'static str, quick: bool) -> Scenar
 }
 
 /// The scenarios, in the order they run.
-pub const ALL: [Scenario; 10] = [
+pub const ALL: [Scenario; 11] = [
     scenario("postgres-restart", "PostgreSQL restarted under load", false),
     scenario(
         "rabbitmq-restart",
@@ -85,6 +85,14 @@ pub const ALL: [Scenario; 10] = [
         ..scenario(
             "instance-kill-loop",
             "two instances, one killed again and again",
+            false,
+        )
+    },
+    Scenario {
+        instances: 2,
+        ..scenario(
+            "timers-kill-9",
+            "two instances, one killed with kill -9 while step deadlines fall due",
             false,
         )
     },
@@ -157,6 +165,7 @@ pub async fn run(run: &Run, scenario: &Scenario) -> anyhow::Result<Findings> {
             "unroutable" => unroutable(&mut world, load).await?,
             "slow-legacy" => slow_legacy(&mut world, load).await?,
             "instance-kill-loop" => instance_kill_loop(&mut world, load).await?,
+            "timers-kill-9" => timers_kill_nine(&mut world, load).await?,
             other => anyhow::bail!("no scenario {other}"),
         };
         say(&world, "load stopped; waiting for the receivers to drain");
@@ -376,10 +385,7 @@ async fn append_submission(
         title: format!("Leave {external_ref}"),
         requester: UserId::new("p0"),
         amount: None,
-        steps: vec![StepSpec {
-            approvers: vec![UserId::new("a00")],
-            rule: Rule::Any,
-        }],
+        steps: vec![StepSpec::new(vec![UserId::new("a00")], Rule::Any)],
         due_at: None,
         details: None,
         link: None,
@@ -558,4 +564,119 @@ async fn instance_kill_loop(world: &mut World, load: Load) -> Step {
     load_for(world, &load, 3).await;
     f.note(format!("instance 2 killed {rounds} times"));
     Ok((load.stop().await, f))
+}
+
+/// Requests with a deadline in `timers-kill-9`.
+const TIMED: u64 = 30;
+
+/// Submits `TIMED` one-step requests due in 4 to 9 s (reminding 2 s before, escalating), as the
+/// legacy system does; returns their ids.
+async fn submit_timed(world: &World) -> anyhow::Result<Vec<String>> {
+    let base = &world.bases()[1];
+    let secret = world.system_secret();
+    let mut ids = vec![];
+    for n in 0..TIMED {
+        let body = serde_json::json!({
+            "external_ref": format!("T-{n}"),
+            "kind": "purchase_order",
+            "title": format!("Timed {n}"),
+            "requester": "p0",
+            "steps": [{"approvers": [format!("a{:02}", n % 5)], "rule": "any",
+                       "due_in": format!("PT{}S", 4 + n % 6),
+                       "escalate_to": [format!("a{:02}", 5 + n % 5)]}],
+        })
+        .to_string();
+        let ts = chrono::Utc::now().timestamp();
+        let answer: serde_json::Value = world
+            .http
+            .post(format!("{base}/v1/systems/erp/requests"))
+            .header("content-type", "application/json")
+            .header(approval_ledger::signing::TIMESTAMP_HEADER, ts.to_string())
+            .header(
+                approval_ledger::signing::SIGNATURE_HEADER,
+                approval_ledger::signing::signature(&secret, ts, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = answer["id"].as_str().unwrap_or_default().to_owned();
+        anyhow::ensure!(!id.is_empty(), "a timed submission gave no id: {answer}");
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The timer events of each of `ids`: (before-reminders, overdue notices, escalations).
+async fn timer_events(
+    world: &World,
+    ids: &[String],
+) -> anyhow::Result<Vec<(String, (u32, u32, u32))>> {
+    let events = check::stored(world).await?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let mut counts = (0, 0, 0);
+            for e in events.iter().filter(|e| &e.request_id == id) {
+                match &e.event {
+                    Some(ApprovalEvent::ReminderSent { reminder, .. }) => {
+                        if matches!(reminder, approval_aggregates::Reminder::Overdue) {
+                            counts.1 += 1;
+                        } else {
+                            counts.0 += 1;
+                        }
+                    }
+                    Some(ApprovalEvent::StepEscalated { .. }) => counts.2 += 1,
+                    _ => {}
+                }
+            }
+            (id.clone(), counts)
+        })
+        .collect())
+}
+
+async fn timers_kill_nine(world: &mut World, load: Load) -> Step {
+    let mut f = Findings::default();
+    load_for(world, &load, 2).await;
+    say(world, &format!("{TIMED} requests due in 4 to 9 s"));
+    let ids = submit_timed(world).await?;
+    load_for(world, &load, 3).await;
+    say(world, "kill -9 instance 1 of 2 while their timers fall due");
+    world.kill9(0).await?;
+    load_for(world, &load, 3).await;
+    world.restart(0).await?;
+    load_for(world, &load, 4).await;
+    let tally = load.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let counts = timer_events(world, &ids).await?;
+        let done = counts.iter().all(|(_, c)| c.1 >= 1 && c.2 >= 1);
+        if done || Instant::now() > deadline {
+            break counts;
+        }
+        sleep_secs(1).await;
+    };
+    let wrong: Vec<&(String, (u32, u32, u32))> =
+        counts.iter().filter(|(_, c)| *c != (1, 1, 1)).collect();
+    f.require(
+        wrong.is_empty(),
+        format!(
+            "{} of {TIMED} timed requests did not fire each timer once (reminder, overdue, escalation): {:?}",
+            wrong.len(),
+            wrong.first()
+        ),
+    );
+    let metrics = world.metrics(1).await? + &world.metrics(0).await?;
+    let fired: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("approval_ledger_timers_fired_total") && l.contains("fired"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    f.note(format!(
+        "{} timers of {TIMED} requests fired once each across a kill -9 ({fired} by the instances' counters since their starts)",
+        3 * TIMED
+    ));
+    Ok((tally, f))
 }

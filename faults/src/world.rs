@@ -496,6 +496,10 @@ secret = "erp-faults-secret-{db}"
 callback_url = "{fake}/callbacks/erp"
 progress_callbacks = true
 
+[sla]
+# The timers' scenario submits steps due in seconds: reminders two seconds ahead.
+remind_before = ["PT2S"]
+
 [log]
 level = "info"
 "#,

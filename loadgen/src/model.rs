@@ -112,6 +112,35 @@ pub fn submission_body(
     body
 }
 
+/// Gives one submission in five of the run a deadline on its first step: due in 5 to 20 s, and
+/// escalating to one more approver, so that the service's timers fire while the load runs. The
+/// data set is seeded without, so its old deadlines do not all fall due at once at the start.
+///
+/// An `all` step does not escalate: its new approver would have to approve too, which the load's
+/// prediction of the request (folded from its own commands, not the timers') cannot know; under
+/// `any` and `at_least` an added approver changes nobody's turn.
+pub fn with_deadline(rng: &mut fastrand::Rng, population: &Population, body: &mut Value) {
+    if rng.u8(0..5) != 0 {
+        return;
+    }
+    let Some(first) = body["steps"].get_mut(0) else {
+        return;
+    };
+    let approvers: Vec<String> = first["approvers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let escalate_to = Population::approver(rng.usize(0..population.approvers));
+    first["due_in"] = json!(format!("PT{}S", rng.u8(5..=20)));
+    if first["rule"] != "all" && !approvers.contains(&escalate_to) {
+        first["escalate_to"] = json!([escalate_to]);
+    }
+}
+
 /// What the aggregate makes of `body` submitted by `system` at `at`: the request it creates and
 /// the events it records.
 pub fn submitted(
@@ -121,7 +150,7 @@ pub fn submitted(
 ) -> anyhow::Result<(Request, Vec<ApprovalEvent>)> {
     let parsed: SubmitBody = serde_json::from_value(body.clone()).context("submission body")?;
     let submission = parsed
-        .into_submission(SystemId::new(system), at)
+        .into_submission(SystemId::new(system), at, &[])
         .map_err(|e| anyhow::anyhow!("the service would refuse the submission: {e}"))?;
     let mut aggregate = ApprovalRequest::default();
     let events = aggregate
@@ -232,6 +261,27 @@ mod tests {
             }
             assert_eq!(request.status, Status::Approved);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_deadline_drawn_into_a_submission_is_accepted() -> anyhow::Result<()> {
+        let population = Population {
+            approvers: 50,
+            requesters: 5,
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut timed = 0;
+        for i in 0..200 {
+            let now = Utc::now();
+            let mut body = submission_body(&mut rng, &population, i % 5, &format!("D-{i}"), now);
+            with_deadline(&mut rng, &population, &mut body);
+            let (request, _) = submitted(SYSTEMS[i % 5], &body, now)?;
+            if request.steps[0].due_at.is_some() {
+                timed += 1;
+            }
+        }
+        assert!((20..80).contains(&timed), "{timed} of 200 with a deadline");
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::fake;
 use crate::model::{self, Population};
-use crate::stats::{CpuCost, FixedRate, Level, Recorder, Results, Summary};
+use crate::stats::{self, CpuCost, FixedRate, Level, Recorder, Results, Summary};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -255,7 +255,8 @@ impl World {
         let index = model::SYSTEMS.iter().position(|s| s == key).unwrap_or(0);
         let external_ref = format!("RUN-{}-{n}", self.run_id);
         let now = Utc::now();
-        let body = model::submission_body(rng, &self.population, index, &external_ref, now);
+        let mut body = model::submission_body(rng, &self.population, index, &external_ref, now);
+        model::with_deadline(rng, &self.population, &mut body);
         let bytes = body.to_string();
         let ts = now.timestamp();
         let result = self
@@ -706,7 +707,16 @@ pub async fn run(settings: &Settings, pool: &PgPool, plan: &RunPlan) -> anyhow::
         .filter(|l| l.error_rate < 0.01)
         .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
         .cloned();
+    // The timers the run's deadlines set fired in the service; it measures their lag itself.
+    let timers = match client.get(format!("{}/metrics", world.base)).send().await {
+        Ok(answer) => stats::timer_lag(&answer.text().await.unwrap_or_default()),
+        Err(e) => {
+            eprintln!("run: cannot read the service's metrics: {e}");
+            stats::TimerLag::default()
+        }
+    };
     Ok(Results {
+        timers,
         seeded_requests,
         seeded_events,
         fixed,

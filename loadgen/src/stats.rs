@@ -260,6 +260,54 @@ pub struct Results {
     pub saturation: Vec<Level>,
     /// The best level with under 1% errors, if any.
     pub best: Option<Level>,
+    /// The service's timers (the run's deadlines), over the whole run.
+    #[serde(default)]
+    pub timers: TimerLag,
+}
+
+/// The lag of the service's timers (fire time minus due time), as its own histogram
+/// `approval_ledger_timer_lag_seconds` has it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimerLag {
+    /// Timers fired.
+    pub count: u64,
+    /// The 99th percentile, as the upper bound of its histogram bucket.
+    pub p99_ms: Option<f64>,
+}
+
+/// The timers' lag from the service's metrics text.
+pub fn timer_lag(metrics: &str) -> TimerLag {
+    let mut buckets: Vec<(f64, u64)> = vec![];
+    let mut count = 0;
+    for line in metrics.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        if name == "approval_ledger_timer_lag_seconds_count" {
+            count = value;
+        } else if let Some(le) = name
+            .strip_prefix("approval_ledger_timer_lag_seconds_bucket{le=\"")
+            .and_then(|rest| rest.strip_suffix("\"}"))
+        {
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            buckets.push((bound, value));
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let wanted = (count as f64 * 0.99).ceil() as u64;
+    let p99_ms = (count > 0)
+        .then(|| buckets.iter().find(|(_, n)| *n >= wanted))
+        .flatten()
+        .filter(|(bound, _)| bound.is_finite())
+        .map(|(bound, _)| bound * 1000.0);
+    TimerLag { count, p99_ms }
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -301,6 +349,11 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         format!(
             "CPU ms per command in phase 1: service | PostgreSQL backends | loadgen = {}",
             f.cpu.cells()
+        ),
+        format!(
+            "timers (one submission in five has a step due in 5 to 20 s): {} fired over the run, lag p99 {} ms (bucket bound, from the service's metrics)",
+            results.timers.count,
+            ms(results.timers.p99_ms)
         ),
         String::new(),
         "phase 2: closed loop, as fast as answers come (1/3 submissions, 2/3 decisions)".to_owned(),
@@ -348,7 +401,7 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
     out.push(format!(
-        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={}",
+        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={} timer_lag_p99_ms={}",
         num(throughput, 0),
         num(pg_tps, 0),
         num(ratio, 2),
@@ -361,6 +414,27 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         num(results.best.as_ref().and_then(|b| b.cpu.service_ms), 2),
         num(results.best.as_ref().and_then(|b| b.cpu.system_ms()), 2),
         num(results.best.as_ref().and_then(|b| b.cpu.transactions), 1),
+        num(results.timers.p99_ms, 1),
     ));
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timer_lag_p99_is_read_from_the_services_histogram() {
+        let text = "# TYPE approval_ledger_timer_lag_seconds histogram\n\
+            approval_ledger_timer_lag_seconds_sum 12.5\n\
+            approval_ledger_timer_lag_seconds_count 100\n\
+            approval_ledger_timer_lag_seconds_bucket{le=\"0.001\"} 0\n\
+            approval_ledger_timer_lag_seconds_bucket{le=\"0.512\"} 90\n\
+            approval_ledger_timer_lag_seconds_bucket{le=\"1.024\"} 99\n\
+            approval_ledger_timer_lag_seconds_bucket{le=\"+Inf\"} 100\n";
+        let lag = timer_lag(text);
+        assert_eq!(lag.count, 100);
+        assert_eq!(lag.p99_ms, Some(1024.0));
+        assert_eq!(timer_lag("").p99_ms, None);
+    }
 }

@@ -1,6 +1,7 @@
 //! Projection `inbox`: one row per person and pending request that awaits their decision at its
 //! current step. Delegates are approvers of the step, so their inbox holds what was handed to
-//! them. The order is "oldest due first": due time (none last), then submission, then id.
+//! them. The order is "nearest deadline first": the nearer of the request's due time and its
+//! current step's deadline (none last), then submission, then id.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
@@ -49,18 +50,19 @@ impl InboxProjection {
             write_items: format!(
                 "INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
                      amount_currency, requester, submitted_at, due_at, due_key, step, status, \
-                     version) \
+                     version, step_due_at) \
                  SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
                      $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::text[], \
-                     $14::int8[]) WHERE {{gate}} \
+                     $14::int8[], $15::timestamptz[]) WHERE {{gate}} \
                  ON CONFLICT (user_id, request_id) DO UPDATE SET system = EXCLUDED.system, \
                      kind = EXCLUDED.kind, title = EXCLUDED.title, \
                      amount_value = EXCLUDED.amount_value, \
                      amount_currency = EXCLUDED.amount_currency, \
                      requester = EXCLUDED.requester, submitted_at = EXCLUDED.submitted_at, \
                      due_at = EXCLUDED.due_at, due_key = EXCLUDED.due_key, \
-                     step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version \
+                     step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version, \
+                     step_due_at = EXCLUDED.step_due_at \
                  RETURNING user_id, request_id"
             ),
             // $1: the changed requests, as bound for the states.
@@ -89,6 +91,7 @@ struct ItemRows {
     step: Vec<i32>,
     status: Vec<&'static str>,
     version: Vec<i64>,
+    step_due_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Projection for InboxProjection {
@@ -123,6 +126,11 @@ impl Projection for InboxProjection {
             // The inbox never shows details; keeping them out keeps this table small.
             r.details = None;
             state_json.push(serde_json::to_value(&*r)?);
+            let step_due_at = r.open_step().and_then(|step| step.due_at);
+            let nearest = match (r.due_at, step_due_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             for user in r.pending_approvers() {
                 items.user_id.push(user.0.clone());
                 items.request_id.push(*id);
@@ -138,7 +146,8 @@ impl Projection for InboxProjection {
                 items.requester.push(r.requester.0.clone());
                 items.submitted_at.push(r.submitted_at);
                 items.due_at.push(r.due_at);
-                items.due_key.push(r.due_at.unwrap_or_else(no_due_time));
+                items.due_key.push(nearest.unwrap_or_else(no_due_time));
+                items.step_due_at.push(step_due_at);
                 items
                     .step
                     .push(i32::try_from(r.current_step).unwrap_or(i32::MAX));
@@ -167,6 +176,7 @@ impl Projection for InboxProjection {
         write.bind(&items.step)?;
         write.bind(&items.status)?;
         write.bind(&items.version)?;
+        write.bind(&items.step_due_at)?;
         write.cte("inbox_items", &self.write_items, before);
         write.cte("inbox_gone", &self.write_gone, states_at);
         Ok(true)
@@ -194,8 +204,10 @@ pub struct InboxRow {
     pub submitted_at: DateTime<Utc>,
     /// When it is due.
     pub due_at: Option<DateTime<Utc>>,
-    /// The sort key (due time, none last).
+    /// The sort key: the nearer of `due_at` and `step_due_at`, none last.
     pub due_key: DateTime<Utc>,
+    /// When its current step is due.
+    pub step_due_at: Option<DateTime<Utc>>,
     /// The current step's index.
     pub step: i32,
     /// Its status.
@@ -262,7 +274,7 @@ pub struct InboxQuery {
 /// A page of an inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxPage {
-    /// The items, oldest due first.
+    /// The items, nearest deadline first.
     pub items: Vec<InboxRow>,
     /// The cursor of the next page, when there is one.
     pub next: Option<InboxCursor>,
@@ -276,7 +288,7 @@ pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage
         "user_id = $1 AND ($2::text IS NULL OR system = $2) AND ($3::text IS NULL OR kind = $3)";
     let sql = format!(
         "SELECT request_id, system, kind, title, amount_value, amount_currency, requester, \
-             submitted_at, due_at, due_key, step, status, version, \
+             submitted_at, due_at, due_key, step_due_at, step, status, version, \
              (SELECT count(*) FROM rm_inbox WHERE {filters}) AS total \
          FROM rm_inbox WHERE {filters} \
            AND ($4::timestamptz IS NULL OR (due_key, submitted_at, request_id) > ($4, $5, $6)) \

@@ -11,6 +11,8 @@
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
 //! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
+//!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
 //!   need it. It folds with the aggregate's own `apply`, so no rule is written twice.
 //! - [`write`]: one statement for a whole batch, each projection's writes a part of it.
@@ -34,6 +36,7 @@ pub mod fold;
 pub mod inbox;
 pub mod lookup;
 pub mod requests;
+pub mod timers;
 pub mod write;
 
 use crate::write::BatchWrite;

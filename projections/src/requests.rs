@@ -17,6 +17,8 @@ pub struct RequestsProjection {
     state_table: String,
     write_states: String,
     write_timeline: String,
+    write_timers: String,
+    write_timers_gone: String,
 }
 
 impl RequestsProjection {
@@ -27,18 +29,37 @@ impl RequestsProjection {
     pub fn new(schema: &Schema) -> Self {
         let requests = schema.table("rm_requests");
         let timeline = schema.table("rm_timeline");
+        let timers = schema.table("rm_timers");
         Self {
             state_table: requests.clone(),
             // The requests' states, and their new timeline entries.
             write_states: format!(
                 "INSERT INTO {requests} (id, system, external_ref, requester, status, version, \
-                     state, submitted_at, updated_at, due_at) \
+                     state, submitted_at, updated_at, due_at, step_due_at) \
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
                      $5::text[], $6::int8[], $7::jsonb[], $8::timestamptz[], \
-                     $9::timestamptz[], $10::timestamptz[]) WHERE {{gate}} \
+                     $9::timestamptz[], $10::timestamptz[], $11::timestamptz[]) WHERE {{gate}} \
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
                      version = EXCLUDED.version, state = EXCLUDED.state, \
-                     updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at"
+                     updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at, \
+                     step_due_at = EXCLUDED.step_due_at"
+            ),
+            // The timers of the changed requests that have deadlines: the ones they set now
+            // upserted, the rest of theirs (fired, or no longer applying) removed. The DELETE
+            // sees the table as it was before the statement and spares the rows just upserted.
+            write_timers: format!(
+                "INSERT INTO {timers} (request_id, timer, kind, rank, fire_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], \
+                     $5::timestamptz[]) WHERE {{gate}} \
+                 ON CONFLICT (request_id, timer) DO UPDATE SET kind = EXCLUDED.kind, \
+                     rank = EXCLUDED.rank, fire_at = EXCLUDED.fire_at \
+                 RETURNING request_id, timer"
+            ),
+            // $1: the changed requests that have deadlines.
+            write_timers_gone: format!(
+                "DELETE FROM {timers} AS old WHERE old.request_id = ANY($1) AND {{gate}} \
+                     AND (old.request_id, old.timer) NOT IN \
+                         (SELECT request_id, timer FROM requests_timers)"
             ),
             write_timeline: format!(
                 "INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, \
@@ -64,6 +85,18 @@ struct StateRows {
     submitted_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
     due_at: Vec<Option<DateTime<Utc>>>,
+    step_due_at: Vec<Option<DateTime<Utc>>>,
+}
+
+#[derive(Default)]
+struct TimerRows {
+    /// The changed requests that have deadlines: their timers are rewritten.
+    timed: Vec<Uuid>,
+    request_id: Vec<Uuid>,
+    timer: Vec<String>,
+    kind: Vec<&'static str>,
+    rank: Vec<i16>,
+    fire_at: Vec<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -87,7 +120,9 @@ fn step_and_delegate(event: &ApprovalEvent) -> (Option<i32>, Option<String>) {
         ApprovalEvent::ApprovalRecorded { step: s, .. }
         | ApprovalEvent::StepCompleted { step: s, .. }
         | ApprovalEvent::RequestRejected { step: s, .. }
-        | ApprovalEvent::RequestReturned { step: s, .. } => (step(s), None),
+        | ApprovalEvent::RequestReturned { step: s, .. }
+        | ApprovalEvent::ReminderSent { step: s, .. }
+        | ApprovalEvent::StepEscalated { step: s, .. } => (step(s), None),
         ApprovalEvent::ApproverDelegated { step: s, to, .. } => (step(s), Some(to.0.clone())),
         _ => (None, None),
     }
@@ -99,7 +134,7 @@ impl Projection for RequestsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_requests", "rm_timeline"]
+        &["rm_requests", "rm_timeline", "rm_timers"]
     }
 
     fn state_table(&self) -> Option<(&str, &'static str)> {
@@ -117,6 +152,7 @@ impl Projection for RequestsProjection {
             return Ok(true);
         }
         let mut rows = StateRows::default();
+        let mut timers = TimerRows::default();
         for id in &folded.changed {
             let Some(r) = folded.states.get(id) else {
                 continue;
@@ -132,6 +168,19 @@ impl Projection for RequestsProjection {
             rows.submitted_at.push(r.submitted_at);
             rows.updated_at.push(r.updated_at);
             rows.due_at.push(r.due_at);
+            rows.step_due_at
+                .push(r.open_step().and_then(|step| step.due_at));
+            // Requests without deadlines (most) never set a timer: nothing to write for them.
+            if r.has_deadlines() {
+                timers.timed.push(*id);
+                for timer in r.timers() {
+                    timers.request_id.push(*id);
+                    timers.timer.push(timer.key());
+                    timers.kind.push(timer.kind.name());
+                    timers.rank.push(timer.kind.rank());
+                    timers.fire_at.push(timer.fire_at);
+                }
+            }
         }
 
         let mut t = TimelineRows::default();
@@ -160,7 +209,20 @@ impl Projection for RequestsProjection {
         write.bind(&rows.submitted_at)?;
         write.bind(&rows.updated_at)?;
         write.bind(&rows.due_at)?;
+        write.bind(&rows.step_due_at)?;
         write.cte("requests_states", &self.write_states, before);
+        if !timers.timed.is_empty() {
+            let timed_at = write.bound();
+            write.bind(&timers.timed)?;
+            let before = write.bound();
+            write.bind(&timers.request_id)?;
+            write.bind(&timers.timer)?;
+            write.bind(&timers.kind)?;
+            write.bind(&timers.rank)?;
+            write.bind(&timers.fire_at)?;
+            write.cte("requests_timers", &self.write_timers, before);
+            write.cte("requests_timers_gone", &self.write_timers_gone, timed_at);
+        }
         let before = write.bound();
         write.bind(&t.request_id)?;
         write.bind(&t.sequence)?;
@@ -242,23 +304,6 @@ pub async fn timeline(pool: &PgPool, id: Uuid) -> Result<Vec<TimelineEntry>, Pro
     .bind(id)
     .fetch_all(pool)
     .await?)
-}
-
-/// Up to `limit` pending requests whose due time is at or before `now`.
-pub async fn overdue(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Uuid>, ProjectionError> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM rm_requests WHERE status = 'pending' AND due_at IS NOT NULL AND due_at <= $1 \
-         ORDER BY due_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// The current states of the requests in `ids` that the projection has.

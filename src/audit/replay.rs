@@ -139,10 +139,7 @@ mod tests {
                     title: "PO 1".into(),
                     requester: UserId::new("dina"),
                     amount: None,
-                    steps: vec![StepSpec {
-                        approvers: vec![approver.clone()],
-                        rule: Rule::Any,
-                    }],
+                    steps: vec![StepSpec::new(vec![approver.clone()], Rule::Any)],
                     due_at: None,
                     details: None,
                     link: None,

@@ -1,5 +1,6 @@
-//! The legacy-sync handler: for every status change of a request (and, where a system asks for
-//! them, every completed step) a callback job to the request's system, signed at send time.
+//! The legacy-sync handler: for every status change of a request and every escalation of an
+//! overdue step (and, where a system asks for them, every completed step) a callback job to the
+//! request's system, signed at send time.
 //!
 //! The job's body is built from the event store, not from the message: on a message for event
 //! N of a request, every callback-worthy event up to N gets its job (idempotently), so even a
@@ -39,6 +40,7 @@ pub fn callback_type(event: &ApprovalEvent, progress: bool) -> Option<&'static s
         Some(Status::Cancelled) => Some("approval.cancelled"),
         Some(Status::Expired) => Some("approval.expired"),
         Some(Status::Pending) => None,
+        None if matches!(event, ApprovalEvent::StepEscalated { .. }) => Some("approval.escalated"),
         None if progress && matches!(event, ApprovalEvent::StepCompleted { .. }) => {
             Some("approval.step_completed")
         }
@@ -72,8 +74,12 @@ fn body(
         }
         _ => None,
     };
+    let step = match &event.event {
+        ApprovalEvent::StepEscalated { step, .. } => Some(*step),
+        _ => step,
+    };
     let status = event.event.final_status().unwrap_or(Status::Pending);
-    json!({
+    let mut body = json!({
         "event_id": event.event_id,
         "type": kind,
         "request_id": event.request_id,
@@ -85,15 +91,21 @@ fn body(
         "occurred_at": event.event.at(),
         "version": event.sequence,
         "step": step,
-    })
+    });
+    if let ApprovalEvent::StepEscalated { added, due_at, .. } = &event.event {
+        body["escalated_to"] = json!(added);
+        body["due_at"] = json!(due_at);
+    }
+    body
 }
 
 impl LegacySync {
-    /// The events that can have a callback: every status change, and step progress for the
-    /// systems that ask for it. What its queue is bound to; [`callback_type`] is `None` for
-    /// every other type, so a message of another type needs no look at the store.
-    pub const INTEREST: Interest =
-        Interest::only(|event_type| is_final_type(event_type) || event_type == "StepCompleted");
+    /// The events that can have a callback: every status change, every escalation, and step
+    /// progress for the systems that ask for it. What its queue is bound to; [`callback_type`]
+    /// is `None` for every other type, so a message of another type needs no look at the store.
+    pub const INTEREST: Interest = Interest::only(|event_type| {
+        is_final_type(event_type) || matches!(event_type, "StepCompleted" | "StepEscalated")
+    });
 }
 
 /// Whether an event of type `event_type` can have a callback for a system that does (or does

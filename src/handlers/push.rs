@@ -1,9 +1,12 @@
 //! The push handler: when a person gets a new item in their inbox (a submission, a step that
-//! opens, a delegation to them) and when their own request reaches a final status, one push job
-//! per registered device of theirs. Who that is comes from folding the request's events with the
+//! opens, a delegation to them, an escalation to them), when a step they have yet to decide is
+//! due soon or overdue (a `ReminderSent`), and when their own request reaches a final status,
+//! one push job per registered device of theirs. Who that is comes from folding the request's events with the
 //! aggregate's own code, before and after the event.
 
-use approval_aggregates::{is_final_type, ApprovalRequest, Status, UserId};
+use approval_aggregates::{
+    is_final_type, ApprovalEvent, ApprovalRequest, Reminder, Status, UserId,
+};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -29,7 +32,11 @@ impl Push {
         is_final_type(event_type)
             || matches!(
                 event_type,
-                "RequestSubmitted" | "StepCompleted" | "ApproverDelegated"
+                "RequestSubmitted"
+                    | "StepCompleted"
+                    | "ApproverDelegated"
+                    | "StepEscalated"
+                    | "ReminderSent"
             )
     });
 }
@@ -48,6 +55,33 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
     let Some(request) = after.request.as_ref() else {
         return vec![];
     };
+    if let ApprovalEvent::ReminderSent {
+        reminder,
+        due_at,
+        to,
+        at,
+        ..
+    } = &last.event
+    {
+        let (title, text) = match reminder {
+            Reminder::Before(_) => (
+                format!("Due in {}", roughly((*due_at - *at).num_seconds())),
+                request.title.clone(),
+            ),
+            Reminder::Overdue => (
+                "Overdue".to_owned(),
+                format!(
+                    "{} was due at {}",
+                    request.title,
+                    due_at.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ),
+        };
+        return to
+            .iter()
+            .map(|user| (user.clone(), title.clone(), text.clone()))
+            .collect();
+    }
     let (actor, _) = last.event.actor_and_comment();
     if let Some(status) = last.event.final_status() {
         if actor == Some(&request.requester) {
@@ -73,6 +107,11 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
         .as_ref()
         .map(|r| r.pending_approvers())
         .unwrap_or_default();
+    let title = if matches!(last.event, ApprovalEvent::StepEscalated { .. }) {
+        "Escalated to you: approval needed"
+    } else {
+        "Approval needed"
+    };
     let amount = request
         .amount
         .as_ref()
@@ -85,11 +124,22 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
         .map(|user| {
             (
                 user.clone(),
-                "Approval needed".to_owned(),
+                title.to_owned(),
                 format!("{}{} from {}", request.title, amount, request.requester),
             )
         })
         .collect()
+}
+
+/// A time left, roughly, for a person: `2 d`, `3 h`, `45 min`, `30 s`.
+fn roughly(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match seconds {
+        s if s >= 86_400 => format!("{} d", (s + 43_200) / 86_400),
+        s if s >= 3_600 => format!("{} h", (s + 1_800) / 3_600),
+        s if s >= 60 => format!("{} min", (s + 30) / 60),
+        s => format!("{s} s"),
+    }
 }
 
 impl Handler for Push {
@@ -170,5 +220,14 @@ mod tests {
         assert!(Push::INTEREST.wants("RequestSubmitted"));
         assert!(Push::INTEREST.wants("RequestApproved"));
         assert!(!Push::INTEREST.wants("ApprovalRecorded"));
+        assert!(Push::INTEREST.wants("ReminderSent") && Push::INTEREST.wants("StepEscalated"));
+    }
+
+    #[test]
+    fn a_time_left_reads_roughly() {
+        assert_eq!(super::roughly(3_600), "1 h");
+        assert_eq!(super::roughly(3_500), "58 min");
+        assert_eq!(super::roughly(2 * 86_400 + 100), "2 d");
+        assert_eq!(super::roughly(-5), "0 s");
     }
 }

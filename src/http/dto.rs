@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use approval_aggregates::{
-    Money, Request, RequestId, Rule, Step, StepSpec, SystemId, Timestamp, UserId, Verdict,
+    Money, Period, Request, RequestId, Rule, Step, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
 use approval_projections::inbox::InboxRow;
 use approval_projections::requests::TimelineEntry;
@@ -98,6 +98,15 @@ pub struct StepDto {
     pub approvers: Vec<String>,
     /// What completes it.
     pub rule: RuleDto,
+    /// How long after the step becomes current (the first: after submission) it is due, as an
+    /// ISO 8601 duration in weeks, days, hours, minutes and seconds. Reminders go out at each
+    /// of the service's `[sla] remind_before` moments before it, and an overdue notice when it
+    /// passes.
+    #[schema(example = "PT8H")]
+    pub due_in: Option<String>,
+    /// Who becomes an approver of the step too once it is overdue (needs `due_in`).
+    #[schema(example = json!(["grace"]))]
+    pub escalate_to: Option<Vec<String>>,
 }
 
 /// A submission from a legacy system.
@@ -130,13 +139,40 @@ pub struct SubmitBody {
 }
 
 impl SubmitBody {
-    /// The submission command for `system`, at `at`.
+    /// The submission command for `system`, at `at`; a step with a deadline reminds
+    /// `remind_before` ahead of it.
     pub fn into_submission(
         self,
         system: SystemId,
         at: Timestamp,
+        remind_before: &[Period],
     ) -> Result<approval_aggregates::Submission, ApiError> {
         let amount = self.amount.as_ref().map(MoneyDto::parse).transpose()?;
+        let mut steps = Vec::with_capacity(self.steps.len());
+        for (index, s) in self.steps.into_iter().enumerate() {
+            let due_in = s
+                .due_in
+                .as_deref()
+                .map(Period::parse)
+                .transpose()
+                .map_err(|e| ApiError::invalid(format!("steps[{index}].due_in: {e}")))?;
+            steps.push(StepSpec {
+                approvers: s.approvers.into_iter().map(UserId::new).collect(),
+                rule: s.rule.into(),
+                due_in,
+                escalate_to: s
+                    .escalate_to
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(UserId::new)
+                    .collect(),
+                remind_before: if due_in.is_some() {
+                    remind_before.to_vec()
+                } else {
+                    vec![]
+                },
+            });
+        }
         Ok(approval_aggregates::Submission {
             request_id: RequestId::for_submission(&system, &self.external_ref),
             system,
@@ -145,14 +181,7 @@ impl SubmitBody {
             title: self.title,
             requester: UserId::new(self.requester),
             amount,
-            steps: self
-                .steps
-                .into_iter()
-                .map(|s| StepSpec {
-                    approvers: s.approvers.into_iter().map(UserId::new).collect(),
-                    rule: s.rule.into(),
-                })
-                .collect(),
+            steps,
             due_at: self.due_at,
             details: self.details,
             link: self.link,
@@ -323,8 +352,12 @@ pub struct InboxItem {
     pub requester: String,
     /// When it was submitted.
     pub submitted_at: DateTime<Utc>,
-    /// When it is due.
+    /// When it is due: the request expires then.
     pub due_at: Option<DateTime<Utc>>,
+    /// When its current step is due (the step's `due_in` after it became current).
+    pub step_due_at: Option<DateTime<Utc>>,
+    /// Whether the current step's deadline has passed.
+    pub overdue: bool,
     /// The current step's index, from 0.
     pub step: i32,
     /// Its status (`pending`).
@@ -348,6 +381,8 @@ impl From<InboxRow> for InboxItem {
             requester: r.requester,
             submitted_at: r.submitted_at,
             due_at: r.due_at,
+            step_due_at: r.step_due_at,
+            overdue: r.step_due_at.is_some_and(|due| due <= Utc::now()),
             step: r.step,
             status: r.status,
             version: r.version,
@@ -422,6 +457,10 @@ pub struct StepOut {
     pub state: String,
     /// When its rule was met.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Its deadline, once it became current, if it has one (its `due_in` after that moment).
+    pub due_at: Option<DateTime<Utc>>,
+    /// Whether it is the current step of a pending request and its deadline has passed.
+    pub overdue: bool,
     /// Every decision in it.
     pub decisions: Vec<DecisionOut>,
     /// Every hand-over in it.
@@ -523,7 +562,7 @@ pub struct RequestDetail {
     pub timeline: Vec<TimelineOut>,
 }
 
-fn step_out(index: usize, step: &Step, request: &Request) -> StepOut {
+fn step_out(index: usize, step: &Step, request: &Request, now: Timestamp) -> StepOut {
     let state = if step.completed_at.is_some() {
         "completed"
     } else if request.status.is_final() {
@@ -539,6 +578,11 @@ fn step_out(index: usize, step: &Step, request: &Request) -> StepOut {
         approvers: step.approvers.iter().map(|a| a.0.clone()).collect(),
         state: state.to_owned(),
         completed_at: step.completed_at,
+        due_at: step.due_at,
+        overdue: step.is_overdue(
+            request.open_step().is_some() && index == request.current_step,
+            now,
+        ),
         decisions: step
             .decisions
             .iter()
@@ -564,8 +608,9 @@ fn step_out(index: usize, step: &Step, request: &Request) -> StepOut {
 }
 
 impl RequestDetail {
-    /// The detail of `request` with its `timeline`.
-    pub fn of(request: &Request, timeline: Vec<TimelineEntry>) -> Self {
+    /// The detail of `request` with its `timeline`, as it stands at `now` (which says whether
+    /// a step is overdue).
+    pub fn of(request: &Request, timeline: Vec<TimelineEntry>, now: Timestamp) -> Self {
         Self {
             id: request.id.0,
             system: request.system.0.clone(),
@@ -591,7 +636,7 @@ impl RequestDetail {
                 .steps
                 .iter()
                 .enumerate()
-                .map(|(i, s)| step_out(i, s, request))
+                .map(|(i, s)| step_out(i, s, request, now))
                 .collect(),
             outcome: request.outcome.as_ref().map(|o| OutcomeOut {
                 by: o.by.as_ref().map(|b| b.0.clone()),

@@ -57,6 +57,7 @@ codes! {
     ValidationFailed => "validation_failed", UNPROCESSABLE_ENTITY, "Valid JSON that breaks a rule of the request's shape or size.";
     CommentRequired => "comment_required", UNPROCESSABLE_ENTITY, "Rejecting or returning needs a comment.";
     InvalidDelegate => "invalid_delegate", UNPROCESSABLE_ENTITY, "The delegate cannot take the caller's place.";
+    TimerStale => "timer_stale", CONFLICT, "A timer's command no longer applies (sent only by the service's own timers, never answered to a client).";
     IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY, "The Idempotency-Key was used for a different call.";
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The body is not JSON.";
     Unavailable => "unavailable", SERVICE_UNAVAILABLE, "A dependency is down; retry after Retry-After seconds.";
@@ -190,6 +191,7 @@ impl From<DomainError> for ApiError {
             DomainError::VersionConflict { .. } => Code::VersionConflict,
             DomainError::InvalidDelegate(_) => Code::InvalidDelegate,
             DomainError::NotDue => Code::ValidationFailed,
+            DomainError::TimerStale(_) => Code::TimerStale,
         };
         Self::new(code, e.to_string())
     }

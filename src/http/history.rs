@@ -52,7 +52,7 @@ impl HistoryAnswer {
     pub fn of(replay: Replay) -> Self {
         Self {
             as_of: replay.as_of,
-            request: RequestDetail::of(&replay.request, replay.timeline),
+            request: RequestDetail::of(&replay.request, replay.timeline, replay.as_of),
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub broker: BrokerProbe,
     /// The live stream's listeners.
     pub hub: crate::stream::StreamHub,
+    /// When a step with a deadline reminds (`[sla] remind_before`), recorded at submission.
+    pub remind_before: Vec<approval_aggregates::Period>,
 }
 
 /// How `/readyz` checks the broker.

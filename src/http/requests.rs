@@ -40,7 +40,7 @@ pub async fn detail(
         .filter(|r| r.is_visible_to(&person.0))
         .ok_or_else(ApiError::not_found)?;
     let timeline = approval_projections::requests::timeline(&state.pool, id.0).await?;
-    Ok(HttpResponse::Ok().json(RequestDetail::of(&request, timeline)))
+    Ok(HttpResponse::Ok().json(RequestDetail::of(&request, timeline, Utc::now())))
 }
 
 /// Executes a person's command, finding the first answer in the event store when a retry with

@@ -43,7 +43,11 @@ pub async fn submit(
     let system = path.into_inner();
     state.auth.system(&system, &req, &body)?;
     let input: SubmitBody = parse_json(&body)?;
-    let submission = input.into_submission(SystemId::new(system.clone()), Utc::now())?;
+    let submission = input.into_submission(
+        SystemId::new(system.clone()),
+        Utc::now(),
+        &state.remind_before,
+    )?;
     let id = submission.request_id;
     let executed = state
         .ledger

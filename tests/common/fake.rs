@@ -32,6 +32,28 @@ impl Call {
 /// `X-Ledger-Event-Id` (or the same body, without one), a status and an optional Retry-After.
 pub type Responder = dyn Fn(&Call, usize) -> (u16, Option<u64>) + Send + Sync;
 
+/// A service with every role whose ERP calls back to `legacy` and whose pushes go to `fcm`
+/// (provider `fcm`), with `extra` settings.
+pub async fn app_calling(
+    legacy: &FakeEndpoint,
+    fcm: &FakeEndpoint,
+    extra: &[(&str, &str)],
+) -> super::TestApp {
+    let callback = format!("{}/approvals/callback", legacy.url);
+    let mut settings = vec![
+        (
+            "APPROVAL_LEDGER_SYSTEMS__ERP__CALLBACK_URL",
+            callback.as_str(),
+        ),
+        ("APPROVAL_LEDGER_PUSH__PROVIDER", "fcm"),
+        ("APPROVAL_LEDGER_PUSH__FCM_ENDPOINT", fcm.url.as_str()),
+        ("APPROVAL_LEDGER_PUSH__FCM_PROJECT", "ledger-test"),
+        ("APPROVAL_LEDGER_PUSH__FCM_BEARER", "fcm-test-bearer"),
+    ];
+    settings.extend_from_slice(extra);
+    super::TestApp::spawn_with(approval_ledger::startup::Roles::ALL, &settings).await
+}
+
 /// A running fake endpoint.
 pub struct FakeEndpoint {
     pub url: String,

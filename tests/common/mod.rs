@@ -328,6 +328,18 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Registers an Android device `token` of `user`.
+    pub async fn register_device(&self, user: &str, token: &str) {
+        let response = self
+            .post_as(
+                user,
+                "/v1/devices",
+                &json!({"platform": "android", "token": token}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
     /// The text of this instance's `/metrics`.
     pub async fn metrics(&self) -> String {
         metrics_at(&self.client, &self.address).await
