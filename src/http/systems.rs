@@ -83,11 +83,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let (system, external_ref) = path.into_inner();
     state.auth.system(&system, &req, &body)?;
-    let input: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
-    } else {
-        parse_json(&body)?
-    };
+    let input: CancelBody = parse_json(&body)?;
     let system_id = SystemId::new(system.clone());
     let id = RequestId::for_submission(&system_id, &external_ref);
     let command = ApprovalCommand::Cancel(Cancellation {
