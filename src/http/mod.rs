@@ -100,7 +100,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
-                    .service(ops::openapi),
+                    .service(openapi::serve),
             );
     }
 }

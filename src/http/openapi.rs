@@ -1,6 +1,8 @@
 //! The OpenAPI document, assembled from the handlers' annotations and the DTOs' schemas, so it
-//! cannot drift from the code. A test checks that docs/api.md names every path it lists.
+//! cannot drift from the code, and its route `GET /openapi.json`. A test checks that docs/api.md
+//! names every path it lists; tests/schema.rs has schemathesis check the service against it.
 
+use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -25,7 +27,7 @@ use crate::http::{
         decisions::bulk,
         devices::register, devices::unregister,
         stream::stream,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        ops::healthz, ops::readyz, ops::metrics, serve,
     ),
     components(schemas(
         errors::ErrorBody, errors::ErrorDetail,
@@ -77,4 +79,14 @@ impl Modify for Security {
             ))),
         );
     }
+}
+
+/// This API's OpenAPI document, generated from the code.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, content_type = "application/json", body = Object))
+)]
+#[get("/openapi.json")]
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -1,15 +1,15 @@
-//! For operators: liveness, readiness, metrics, and the OpenAPI document.
+//! For operators: liveness, readiness and metrics. The OpenAPI document is served by
+//! [`crate::http::openapi`].
 
 use std::time::Duration;
 
 use actix_web::{get, web, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::feed::{checkpoints, read as feed};
 use crate::http::errors::{ApiError, Code, ErrorBody};
-use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, BrokerProbe};
 use crate::metrics::{ChannelLabels, Metrics};
 use crate::store::deliveries;
@@ -127,11 +127,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
-}
-
-/// This API's OpenAPI document, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
-#[get("/openapi.json")]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
 }
