@@ -65,12 +65,14 @@ pub async fn submit(
 #[utoipa::path(
     post, path = "/v1/systems/{system}/requests/{external_ref}/cancel", tag = "systems",
     params(("system" = String, Path), ("external_ref" = String, Path)),
-    request_body = CancelBody,
+    request_body = Option<CancelBody>,
     responses(
         (status = 200, description = "Cancelled", body = CommandAnswer),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "Already final (`not_pending`)", body = ErrorBody),
+        (status = 422, description = "A reason that breaks the rules", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("system_signature" = []))
 )]
@@ -106,6 +108,7 @@ pub async fn cancel(
         (status = 200, body = SystemRequestStatus),
         (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("system_signature" = []))
 )]
