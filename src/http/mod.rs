@@ -9,6 +9,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
+use utoipa::OpenApi;
 
 use crate::http::errors::ApiError;
 use crate::ledger::Ledger;
@@ -64,6 +65,12 @@ pub enum BrokerProbe {
     Supervised(crate::broker::Broker),
     /// This process has no connection (`--role api`): ready while the port accepts.
     Address(String),
+}
+
+/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]) and the operators'
+/// routes ([`ops::OpsDoc`]).
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    openapi::ApiDoc::openapi().merge_from(ops::OpsDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.

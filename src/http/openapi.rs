@@ -1,5 +1,7 @@
 //! The OpenAPI document, assembled from the handlers' annotations and the DTOs' schemas, so it
-//! cannot drift from the code, and its route `GET /openapi.json`. A test checks that docs/api.md
+//! cannot drift from the code, and its route `GET /openapi.json`. [`ApiDoc`] holds the API's
+//! resources; [`crate::http::api_doc`] adds the operators' routes, which [`crate::http::ops`]
+//! describes itself, so neither module needs the other. A test checks that docs/api.md
 //! names every path it lists; tests/schema.rs has schemathesis check the service against it.
 
 use std::sync::OnceLock;
@@ -12,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::errors::{ApiError, Code};
 use crate::http::{
-    decisions, devices, dto, errors, history, inbox, ops, requests, stream, systems, AppState,
+    api_doc, decisions, devices, dto, errors, history, inbox, requests, stream, systems, AppState,
     Limits,
 };
 
@@ -33,7 +35,7 @@ use crate::http::{
         decisions::bulk,
         devices::register, devices::unregister,
         stream::stream,
-        ops::healthz, ops::readyz, ops::metrics, serve,
+        serve,
     ),
     components(schemas(
         errors::ErrorBody, errors::ErrorDetail,
@@ -45,7 +47,6 @@ use crate::http::{
         dto::RequestDetail, dto::StepOut, dto::DecisionOut, dto::DelegationOut, dto::OutcomeOut,
         dto::TimelineOut,
         devices::DeviceBody,
-        ops::Health, ops::Readiness,
         history::HistoryAnswer,
         crate::stream::InboxChange,
     )),
@@ -88,10 +89,10 @@ impl Modify for Security {
     }
 }
 
-/// The document as this service runs: [`ApiDoc`] with the configured limits in place of the
+/// The document as this service runs: [`api_doc`] with the configured limits in place of the
 /// defaults, and the schema of the stream's events, which `utoipa` cannot write.
 pub fn document(limits: &Limits) -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let mut doc = serde_json::to_value(api_doc()).unwrap_or_default();
     if let Some(params) = doc["paths"]["/v1/inbox"]["get"]["parameters"].as_array_mut() {
         for param in params.iter_mut().filter(|p| p["name"] == "limit") {
             param["schema"]["maximum"] = json!(limits.page);
@@ -149,7 +150,7 @@ impl Route {
 fn routes() -> &'static [Route] {
     static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
     ROUTES.get_or_init(|| {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let doc = serde_json::to_value(api_doc()).unwrap_or_default();
         doc["paths"]
             .as_object()
             .map(|paths| {
@@ -218,5 +219,7 @@ mod tests {
         assert_eq!(inbox.map(|r| r.allow.as_str()), Some("GET"));
         let device = routes().iter().find(|r| r.matches("/v1/devices/t0k3n"));
         assert_eq!(device.map(|r| r.allow.as_str()), Some("DELETE"));
+        let health = routes().iter().find(|r| r.matches("/healthz"));
+        assert_eq!(health.map(|r| r.allow.as_str()), Some("GET"));
     }
 }

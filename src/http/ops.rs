@@ -6,13 +6,21 @@ use std::time::Duration;
 use actix_web::{get, web, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::feed::{checkpoints, read as feed};
 use crate::http::errors::{ApiError, Code, ErrorBody};
 use crate::http::{AppState, BrokerProbe};
 use crate::metrics::{ChannelLabels, Metrics};
 use crate::store::deliveries;
+
+/// The part of the OpenAPI document these routes make; [`crate::http::api_doc`] merges it in.
+#[derive(OpenApi)]
+#[openapi(
+    paths(healthz, readyz, metrics),
+    components(schemas(Health, Readiness))
+)]
+pub struct OpsDoc;
 
 /// How long a readiness probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
