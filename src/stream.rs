@@ -27,7 +27,7 @@ const LISTENER_BUFFER: usize = 64;
 const READ_MODELS_WAIT: Duration = Duration::from_secs(5);
 
 /// One change, as a listener receives it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InboxChange {
     /// The request that changed.
     pub request_id: Uuid,

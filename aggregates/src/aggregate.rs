@@ -264,11 +264,13 @@ impl ApprovalRequest {
     }
 
     fn submit(&self, s: Submission) -> Result<Vec<ApprovalEvent>, DomainError> {
+        // A submission that breaks the rules is refused even when its reference exists: the
+        // caller learns of the bug in its call rather than hearing that all is well.
+        validation::submission(&s)?;
         if self.request.is_some() {
             // The same reference again: the request exists, nothing is written.
             return Ok(vec![]);
         }
-        validation::submission(&s)?;
         Ok(vec![ApprovalEvent::RequestSubmitted {
             request_id: s.request_id,
             system: s.system,

@@ -3,7 +3,7 @@
 //! them. The order is "nearest deadline first": the nearer of the request's due time and its
 //! current step's deadline (none last), then submission, then id.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -244,15 +244,20 @@ impl InboxCursor {
         )
     }
 
-    /// Reads a cursor a client sent back; `None` when it is not one of ours.
+    /// Reads a cursor a client sent back; `None` when it is not one of ours. Its instants must
+    /// lie in the years 1 to 99999, which PostgreSQL holds (it refuses a query with one beyond).
     pub fn decode(text: &str) -> Option<Self> {
+        let instant = |micros: &str| {
+            DateTime::from_timestamp_micros(micros.parse::<i64>().ok()?)
+                .filter(|t| (1..=99_999).contains(&t.year()))
+        };
         let mut parts = text.splitn(3, '.');
-        let due = parts.next()?.parse::<i64>().ok()?;
-        let submitted = parts.next()?.parse::<i64>().ok()?;
+        let due_key = instant(parts.next()?)?;
+        let submitted_at = instant(parts.next()?)?;
         let id = Uuid::try_parse(parts.next()?).ok()?;
         Some(Self {
-            due_key: DateTime::from_timestamp_micros(due)?,
-            submitted_at: DateTime::from_timestamp_micros(submitted)?,
+            due_key,
+            submitted_at,
             request_id: id,
         })
     }

@@ -19,6 +19,8 @@ pub enum Cut {
     At(DateTime<Utc>),
     /// After the event with this sequence: the request at this version.
     Version(u64),
+    /// Whichever of the two comes first.
+    AtAndVersion(DateTime<Utc>, u64),
 }
 
 impl Cut {
@@ -27,6 +29,9 @@ impl Cut {
             Self::Latest => true,
             Self::At(moment) => e.recorded_at <= moment,
             Self::Version(version) => u64::try_from(e.sequence).is_ok_and(|s| s <= version),
+            Self::AtAndVersion(moment, version) => {
+                Self::At(moment).includes(e) && Self::Version(version).includes(e)
+            }
         }
     }
 }
@@ -78,7 +83,7 @@ impl History {
         }
         let request = aggregate.request?;
         let as_of = match cut {
-            Cut::At(moment) => moment,
+            Cut::At(moment) | Cut::AtAndVersion(moment, _) => moment,
             Cut::Latest | Cut::Version(_) => last_recorded?,
         };
         Some(Replay {

@@ -3,14 +3,14 @@
 
 use crate::feed::Position;
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use approval_aggregates::{ApprovalCommand, Decision, Verdict};
+use approval_aggregates::{validation, ApprovalCommand, Decision, Verdict};
 use chrono::Utc;
 use futures_util::stream::{self, StreamExt};
 
 use crate::http::auth::Person;
 use crate::http::dto::{request_id, BulkAnswer, BulkBody, BulkResult};
 use crate::http::errors::{ApiError, ErrorBody};
-use crate::http::idempotency::{self, Reply};
+use crate::http::idempotency::{self, KeyHeader, Reply};
 use crate::http::requests::person_meta;
 use crate::http::{parse_json, AppState};
 use crate::ledger::LedgerError;
@@ -21,12 +21,13 @@ const CONCURRENCY: usize = 4;
 /// Decide several requests at once.
 #[utoipa::path(
     post, path = "/v1/decisions", tag = "requests",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(KeyHeader),
     request_body = BulkBody,
     responses(
         (status = 200, description = "One result per item, in order", body = BulkAnswer),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 422, description = "No items, too many items, or a reject without a comment", body = ErrorBody),
+        (status = 422, description = "No items, too many items, a comment that breaks the rules, or `idempotency_key_reused`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -56,6 +57,8 @@ pub async fn bulk(
                     state.limits.bulk
                 )));
             }
+            // One comment for every item: when it breaks the rules, the whole call does.
+            validation::comment("comment", input.comment.as_deref())?;
             let at = Utc::now();
             let outcomes: Vec<(BulkResult, Option<Position>)> =
                 stream::iter(input.items.into_iter().enumerate())

@@ -14,9 +14,10 @@ use crate::store::devices;
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
     /// `android` or `ios`.
-    #[schema(example = "android")]
+    #[schema(example = "android", pattern = "^(android|ios)$")]
     pub platform: String,
     /// The push provider's registration token (1 to 4096 visible ASCII characters).
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[!-~]+$")]
     pub token: String,
 }
 
@@ -42,6 +43,7 @@ fn checked(body: &DeviceBody) -> Result<(), ApiError> {
     responses(
         (status = 201, description = "Registered (a token registered before moves to the caller)", body = DeviceBody),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -72,6 +74,7 @@ pub async fn register(
         (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "Not a device of the caller's", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -4,29 +4,188 @@
 
 use std::str::FromStr;
 
+use approval_aggregates::validation::limits;
 use approval_aggregates::{
     Money, Period, Request, RequestId, Rule, Step, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
 use approval_projections::inbox::InboxRow;
 use approval_projections::requests::TimelineEntry;
 use chrono::{DateTime, Utc};
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::http::errors::{ApiError, ErrorDetail};
+
+// The schemas of values below state in the OpenAPI document the rules of
+// `approval_aggregates::validation`, so that a client (or a fuzzer) can tell a valid value from
+// the schema alone. They describe the document only: bodies hold plain strings, which the
+// aggregate checks.
+
+/// A character of a name: no white space, no control character.
+const NAME_CHAR: &str = r"[^\s\x00-\x1f\x7f-\x9f]";
+/// A character of a text: no control character but line breaks and tabs.
+const TEXT_CHAR: &str = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]";
+
+/// A name: one or more name characters.
+fn name_pattern() -> String {
+    format!("^{NAME_CHAR}+$")
+}
+
+/// A text: text characters, at least one of them not white space.
+fn text_pattern() -> String {
+    format!("^{TEXT_CHAR}*{NAME_CHAR}{TEXT_CHAR}*$")
+}
+
+/// A string schema of at most `max` characters matching `pattern`.
+fn string_schema(description: &str, max: usize, pattern: String) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+        .into()
+}
+
+/// Declares a schema-only type named `$name` whose schema is `$schema`.
+macro_rules! value_schema {
+    ($(#[doc = $doc:literal])* $name:ident => $schema:expr) => {
+        $(#[doc = $doc])*
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                $schema
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+value_schema!(
+    /// A person's user id: 1 to 128 characters, no white space or control characters.
+    Name => string_schema("A user id", limits::USER_ID, name_pattern())
+);
+value_schema!(
+    /// What kind of thing a request is: 1 to 64 characters, no white space or control characters.
+    Kind => string_schema("A kind", limits::KIND, name_pattern())
+);
+value_schema!(
+    /// A system's own reference: up to 128 characters, not blank, no control characters.
+    ExternalRef => string_schema("A reference", limits::EXTERNAL_REF, text_pattern())
+);
+value_schema!(
+    /// One line for the inbox: up to 200 characters, not blank, no control characters.
+    Title => string_schema("A title", limits::TITLE, text_pattern())
+);
+value_schema!(
+    /// The comment that rejecting or returning needs: up to 2000 characters, not blank, no
+    /// control characters but line breaks and tabs.
+    RequiredComment => string_schema("A comment", limits::COMMENT, text_pattern())
+);
+value_schema!(
+    /// A comment or reason: empty, or as [`RequiredComment`].
+    Comment => string_schema(
+        "A comment: empty, or not blank",
+        limits::COMMENT,
+        format!("^({TEXT_CHAR}*{NAME_CHAR}{TEXT_CHAR}*)?$"),
+    )
+);
+value_schema!(
+    /// The approvers of a step: 1 to 50 people, none twice.
+    Approvers => ArrayBuilder::new()
+        .items(Name::schema())
+        .min_items(Some(1))
+        .max_items(Some(limits::APPROVERS_PER_STEP))
+        .unique_items(true)
+        .into()
+);
+value_schema!(
+    /// The people a step escalates to: up to 50, none twice.
+    Escalations => ArrayBuilder::new()
+        .items(Name::schema())
+        .max_items(Some(limits::APPROVERS_PER_STEP))
+        .unique_items(true)
+        .into()
+);
+value_schema!(
+    /// How long until a step is due: an ISO 8601 duration in whole weeks alone, or days, hours,
+    /// minutes and seconds in that order, as `approval_aggregates::Period` reads it. The
+    /// service also refuses zero and more than 366 days (422), which no pattern can say.
+    DueIn => ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An ISO 8601 duration: PnW, or P[nD][T[nH][nM][nS]] with at least one part; \
+             longer than zero and at most 366 days",
+        ))
+        .pattern(Some(DUE_IN_PATTERN))
+        .into()
+);
+
+/// What [`DueIn`] matches: `PnW`, or days, then `T` and hours, minutes, seconds, each part a
+/// whole number, at least one part, and a `T` only before a time part.
+const DUE_IN_PATTERN: &str = "^P(?:[0-9]+W|[0-9]+D(?:T(?:[0-9]+H(?:[0-9]+M)?(?:[0-9]+S)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?|T(?:[0-9]+H(?:[0-9]+M)?(?:[0-9]+S)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))$";
+
+value_schema!(
+    /// A version a caller saw, to pass as `expected_version`: a whole number, not negative.
+    Version => ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .into()
+);
+
+/// A whole number that JSON may write as `3`, `3.0` or `0.3e1`: JSON Schema's `integer` takes
+/// them all, so all mean 3. Read from the JSON text, exactly (an `f64` would round large ones).
+/// `None` for anything else: a fraction, a negative number, one above `T`'s range, not a number.
+fn whole<T: TryFrom<u64>>(raw: &RawValue) -> Option<T> {
+    let text = raw.get();
+    let n = text.parse::<u64>().ok().or_else(|| {
+        let exact = Decimal::from_str_exact(text).or_else(|_| Decimal::from_scientific(text));
+        exact
+            .ok()
+            .filter(|d| d.fract().is_zero() && (d.is_zero() || d.is_sign_positive()))
+            .and_then(|d| d.trunc().to_u64())
+    })?;
+    T::try_from(n).ok()
+}
+
+/// Reads an optional version: a whole number from 0 to 2^63 - 1 (the document says int64, as
+/// every version is one).
+fn whole_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(raw) = Option::<Box<RawValue>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    whole::<i64>(&raw)
+        .map(|n| Some(n.unsigned_abs()))
+        .ok_or_else(|| serde::de::Error::custom(format!("{} is not a version", raw.get())))
+}
+
+/// Reads the count of `{"at_least": N}`: a whole number that fits 32 bits.
+fn whole_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    whole(&raw).ok_or_else(|| serde::de::Error::custom(format!("{} is not a count", raw.get())))
+}
 
 /// An amount: a decimal string and an ISO 4217 currency. Never a float.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyDto {
-    /// A decimal string: digits, optionally a point and up to 6 decimals.
-    #[schema(example = "1250.00")]
+    /// A decimal string, not negative: up to 18 digits, optionally a point and up to 6 decimals.
+    #[schema(example = "1250.00", pattern = r"^[0-9]{1,18}(\.[0-9]{1,6})?$")]
     pub value: String,
-    /// Three upper-case letters.
-    #[schema(example = "USD")]
+    /// Three upper-case letters (ISO 4217).
+    #[schema(example = "USD", pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -59,7 +218,7 @@ impl MoneyDto {
 }
 
 /// What completes a step: `"any"`, `"all"` or `{"at_least": N}`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleDto {
     /// One approval.
@@ -67,8 +226,36 @@ pub enum RuleDto {
     /// Every approver.
     All,
     /// N approvals.
-    AtLeast(u32),
+    AtLeast(#[serde(deserialize_with = "whole_count")] u32),
 }
+
+// Written out, as `utoipa` cannot bound the count of a tuple variant.
+impl PartialSchema for RuleDto {
+    fn schema() -> RefOr<Schema> {
+        let word = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["any", "all"]));
+        let count = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(1))
+            .maximum(Some(limits::APPROVERS_PER_STEP as u32));
+        let at_least = ObjectBuilder::new()
+            .property("at_least", count)
+            .required("at_least")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        OneOfBuilder::new()
+            .item(word)
+            .item(at_least)
+            .description(Some(
+                "What completes a step: \"any\" (one approval), \"all\" (every approver) or \
+                 {\"at_least\": N}, N at most the step's approvers",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RuleDto {}
 
 impl From<RuleDto> for Rule {
     fn from(r: RuleDto) -> Self {
@@ -94,7 +281,8 @@ impl From<Rule> for RuleDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDto {
-    /// The people who decide it, each once.
+    /// The people who decide it, each once; never the requester.
+    #[schema(value_type = Approvers)]
     pub approvers: Vec<String>,
     /// What completes it.
     pub rule: RuleDto,
@@ -102,10 +290,11 @@ pub struct StepDto {
     /// ISO 8601 duration in weeks, days, hours, minutes and seconds. Reminders go out at each
     /// of the service's `[sla] remind_before` moments before it, and an overdue notice when it
     /// passes.
-    #[schema(example = "PT8H")]
+    #[schema(value_type = Option<DueIn>, example = "PT8H")]
     pub due_in: Option<String>,
-    /// Who becomes an approver of the step too once it is overdue (needs `due_in`).
-    #[schema(example = json!(["grace"]))]
+    /// Who becomes an approver of the step too once it is overdue (needs `due_in`; never the
+    /// requester).
+    #[schema(value_type = Option<Escalations>, example = json!(["grace"]))]
     pub escalate_to: Option<Vec<String>>,
 }
 
@@ -114,27 +303,30 @@ pub struct StepDto {
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// The system's own reference; the same reference again returns the same request.
-    #[schema(example = "PO-4711")]
+    #[schema(value_type = ExternalRef)]
     pub external_ref: String,
     /// What kind of thing it is.
-    #[schema(example = "purchase_order")]
+    #[schema(value_type = Kind)]
     pub kind: String,
     /// One line for the inbox.
-    #[schema(example = "PO 4711: 12 laptops")]
+    #[schema(value_type = Title)]
     pub title: String,
     /// Who asked; never one of the approvers.
-    #[schema(example = "dina")]
+    #[schema(value_type = Name)]
     pub requester: String,
     /// The amount at stake.
     pub amount: Option<MoneyDto>,
     /// The steps, decided in order.
+    #[schema(min_items = 1, max_items = 20)]
     pub steps: Vec<StepDto>,
-    /// When the decision is due (RFC 3339); the request expires if still pending then.
+    /// When the decision is due (RFC 3339), in the future; the request expires if still pending
+    /// then.
     pub due_at: Option<DateTime<Utc>>,
-    /// A JSON object shown to approvers as it is.
+    /// A JSON object of at most 16 KiB, shown to approvers as it is.
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
-    /// A link back to the thing in its system.
+    /// A link back to the thing in its system: an http or https URL of at most 2048 characters.
+    #[schema(max_length = 2048, pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     pub link: Option<String>,
 }
 
@@ -217,6 +409,7 @@ impl From<&Request> for CommandAnswer {
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Why.
+    #[schema(value_type = Option<Comment>)]
     pub reason: Option<String>,
 }
 
@@ -242,8 +435,26 @@ pub struct SystemRequestStatus {
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// Required to reject or return.
+    #[schema(value_type = Option<Comment>)]
     pub comment: Option<String>,
     /// The version the approver saw; a newer one answers 409 `version_conflict`.
+    #[serde(default, deserialize_with = "whole_version")]
+    #[schema(value_type = Option<Version>)]
+    pub expected_version: Option<u64>,
+}
+
+/// Reject or return: a [`DecisionBody`] whose comment is required (the document's view of the
+/// same body, which is read as a [`DecisionBody`]; without the comment the answer is 422
+/// `comment_required`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(title = "DecisionBody with its comment")]
+pub struct CommentedDecisionBody {
+    /// Why.
+    #[schema(value_type = RequiredComment)]
+    pub comment: String,
+    /// The version the approver saw; a newer one answers 409 `version_conflict`.
+    #[schema(value_type = Option<Version>)]
     pub expected_version: Option<u64>,
 }
 
@@ -251,11 +462,16 @@ pub struct DecisionBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateBody {
-    /// Who takes the place.
+    /// Who takes the place: not the caller, not the requester, nobody who already decides the
+    /// step.
+    #[schema(value_type = Name)]
     pub to: String,
     /// Why.
+    #[schema(value_type = Option<Comment>)]
     pub comment: Option<String>,
     /// The version the caller saw.
+    #[serde(default, deserialize_with = "whole_version")]
+    #[schema(value_type = Option<Version>)]
     pub expected_version: Option<u64>,
 }
 
@@ -264,8 +480,11 @@ pub struct DelegateBody {
 #[serde(deny_unknown_fields)]
 pub struct WithdrawBody {
     /// Why.
+    #[schema(value_type = Option<Comment>)]
     pub comment: Option<String>,
     /// The version the requester saw.
+    #[serde(default, deserialize_with = "whole_version")]
+    #[schema(value_type = Option<Version>)]
     pub expected_version: Option<u64>,
 }
 
@@ -297,6 +516,8 @@ pub struct BulkItem {
     /// The verdict.
     pub decision: BulkVerdict,
     /// The version the approver saw.
+    #[serde(default, deserialize_with = "whole_version")]
+    #[schema(value_type = Option<Version>)]
     pub expected_version: Option<u64>,
 }
 
@@ -304,9 +525,11 @@ pub struct BulkItem {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
-    /// The decisions, at most `http.bulk_limit`.
+    /// The decisions, 1 to `http.bulk_limit`.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<BulkItem>,
-    /// One comment for every item.
+    /// One comment for every item; a reject item without one fails with `comment_required`.
+    #[schema(value_type = Option<Comment>)]
     pub comment: Option<String>,
 }
 
@@ -406,8 +629,12 @@ pub struct InboxAnswer {
 #[into_params(parameter_in = Query)]
 pub struct InboxParams {
     /// Items per page, 1 to `http.page_limit` (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^(-?[0-9]{1,16}|[0-2]?[0-9]{1,17})\.(-?[0-9]{1,16}|[0-2]?[0-9]{1,17})\.[0-9a-fA-F]{32}$"
+    )]
     pub cursor: Option<String>,
     /// Only this system's requests.
     pub system: Option<String>,

@@ -32,11 +32,6 @@ macro_rules! codes {
             pub fn status(self) -> StatusCode {
                 match self { $(Code::$variant => StatusCode::$status,)* }
             }
-
-            /// What it means.
-            pub fn meaning(self) -> &'static str {
-                match self { $(Code::$variant => $doc,)* }
-            }
         }
     };
 }

@@ -21,7 +21,8 @@ pub struct HistoryParams {
     /// The moment to show, RFC 3339 (`2026-11-20T09:30:00Z`; encode a `+` offset as `%2B`).
     /// Events recorded up to and including it count. Default: now.
     pub at: Option<DateTime<Utc>>,
-    /// A version to show instead of a moment: the request after its event with this sequence.
+    /// A version to show: the request after its event with this sequence. With `at` too, the
+    /// request at whichever of the two comes first.
     pub version: Option<u64>,
 }
 
@@ -29,7 +30,11 @@ impl HistoryParams {
     /// Where to stop folding.
     pub fn cut(&self) -> Result<Cut, ApiError> {
         match (self.at, self.version) {
-            (Some(_), Some(_)) => Err(ApiError::bad_request("give either at or version, not both")),
+            // The document says int64, as every version is one.
+            (_, Some(version)) if i64::try_from(version).is_err() => Err(ApiError::bad_request(
+                "version must be a whole number from 0 to 2^63 - 1",
+            )),
+            (Some(at), Some(version)) => Ok(Cut::AtAndVersion(at, version)),
             (Some(at), None) => Ok(Cut::At(at)),
             (None, Some(version)) => Ok(Cut::Version(version)),
             (None, None) => Ok(Cut::Latest),
@@ -120,12 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn at_and_version_exclude_each_other() {
+    fn at_and_version_together_cut_at_whichever_comes_first() {
+        let now = Utc::now();
         let both = HistoryParams {
-            at: Some(Utc::now()),
+            at: Some(now),
             version: Some(2),
         };
-        assert!(both.cut().is_err());
+        assert_eq!(both.cut().ok(), Some(Cut::AtAndVersion(now, 2)));
+        let too_far = HistoryParams {
+            at: None,
+            version: Some(u64::MAX),
+        };
+        assert!(too_far.cut().is_err());
         let neither = HistoryParams {
             at: None,
             version: None,

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
 
 use crate::http::errors::{ApiError, Code};
 use crate::http::AppState;
@@ -18,6 +19,21 @@ use crate::store::idempotency::{self, StoredAnswer};
 pub const HEADER: &str = "Idempotency-Key";
 /// The answer header that marks a replayed answer.
 pub const REPLAYED_HEADER: &str = "Idempotency-Replayed";
+
+/// The request header, as the OpenAPI document describes it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct KeyHeader {
+    /// A retry with the same key returns the first answer and writes nothing; the same key with
+    /// another body or path is 422 `idempotency_key_reused`.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$"
+    )]
+    pub key: Option<String>,
+}
 
 /// An answer before it becomes an HTTP response.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ const DEFAULT_LIMIT: i64 = 50;
         (status = 200, body = InboxAnswer),
         (status = 400, description = "A bad limit or cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

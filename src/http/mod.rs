@@ -9,6 +9,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
+use utoipa::OpenApi;
 
 use crate::http::errors::ApiError;
 use crate::ledger::Ledger;
@@ -68,6 +69,12 @@ pub enum BrokerProbe {
     Address(String),
 }
 
+/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]) and the operators'
+/// routes ([`ops::OpsDoc`]).
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    openapi::ApiDoc::openapi().merge_from(ops::OpsDoc::openapi())
+}
+
 /// Registers every route, the body limit and the middleware on an actix `App`.
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -102,16 +109,18 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
-                    .service(ops::openapi),
+                    .service(openapi::serve)
+                    .default_service(web::to(openapi::undeclared)),
             );
     }
 }
 
-/// Parses a JSON body; an empty body reads as `{}`. Malformed JSON, invalid UTF-8, wrong types
+/// Parses a JSON body; an empty body, or `null`, reads as `{}` (the document marks the bodies
+/// whose fields are all optional as optional). Malformed JSON, invalid UTF-8, wrong types
 /// and unknown fields are a 400 that says where, and so is a NUL character (`\u0000`) in any
 /// string or key: no text column or `jsonb` value can hold one.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+    let body: &[u8] = if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         b"{}"
     } else {
         body

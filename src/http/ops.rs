@@ -1,4 +1,5 @@
-//! For operators: liveness, readiness, metrics, and the OpenAPI document.
+//! For operators: liveness, readiness and metrics. The OpenAPI document is served by
+//! [`crate::http::openapi`].
 
 use std::time::Duration;
 
@@ -9,10 +10,17 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::feed::{checkpoints, read as feed};
 use crate::http::errors::{ApiError, Code, ErrorBody};
-use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, BrokerProbe};
 use crate::metrics::{ChannelLabels, Metrics};
 use crate::store::deliveries;
+
+/// The part of the OpenAPI document these routes make; [`crate::http::api_doc`] merges it in.
+#[derive(OpenApi)]
+#[openapi(
+    paths(healthz, readyz, metrics),
+    components(schemas(Health, Readiness))
+)]
+pub struct OpsDoc;
 
 /// How long a readiness probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,7 +94,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 /// Metrics in the Prometheus text format: request counts and latencies by route, commands by
 /// outcome, and how far each feed reader is behind.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(counts) = deliveries::dead_counts(&state.pool).await {
@@ -127,11 +138,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
-}
-
-/// This API's OpenAPI document, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
-#[get("/openapi.json")]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
 }

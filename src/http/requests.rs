@@ -9,10 +9,11 @@ use chrono::Utc;
 
 use crate::http::auth::Person;
 use crate::http::dto::{
-    request_id, CommandAnswer, DecisionBody, DelegateBody, RequestDetail, WithdrawBody,
+    request_id, CommandAnswer, CommentedDecisionBody, DecisionBody, DelegateBody, RequestDetail,
+    WithdrawBody,
 };
 use crate::http::errors::{ApiError, ErrorBody};
-use crate::http::idempotency::{self, Reply};
+use crate::http::idempotency::{self, KeyHeader, Reply};
 use crate::http::{http_request_id, parse_json, AppState};
 use crate::ledger::{CommandMeta, LedgerError};
 
@@ -25,6 +26,7 @@ use crate::ledger::{CommandMeta, LedgerError};
         (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "Unknown, or not visible to the caller", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -121,13 +123,12 @@ fn decide(verdict: Verdict) -> impl FnOnce(Actor, DecisionBody) -> ApprovalComma
 }
 
 macro_rules! decision_route {
-    ($name:ident, $path:literal, $verdict:expr, $summary:literal) => {
+    ($name:ident, $path:literal, $verdict:expr, $body:ty, $summary:literal) => {
         #[doc = $summary]
         #[utoipa::path(
             post, path = $path, tag = "requests",
-            params(("id" = uuid::Uuid, Path),
-                   ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer and writes nothing")),
-            request_body = DecisionBody,
+            params(("id" = uuid::Uuid, Path), KeyHeader),
+            request_body = $body,
             responses(
                 (status = 200, body = CommandAnswer),
                 (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -156,31 +157,37 @@ decision_route!(
     approve,
     "/v1/requests/{id}/approve",
     Verdict::Approve,
+    Option<DecisionBody>,
     "Approve at the current step."
 );
 decision_route!(
     reject,
     "/v1/requests/{id}/reject",
     Verdict::Reject,
+    CommentedDecisionBody,
     "Reject the request (a comment is required)."
 );
 decision_route!(
     return_,
     "/v1/requests/{id}/return",
     Verdict::Return,
+    CommentedDecisionBody,
     "Send the request back to the requester (a comment is required)."
 );
 
 /// Hand the caller's place in the current step to another person.
 #[utoipa::path(
     post, path = "/v1/requests/{id}/delegate", tag = "requests",
-    params(("id" = uuid::Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), KeyHeader),
     request_body = DelegateBody,
     responses(
         (status = 200, body = CommandAnswer),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, description = "`invalid_delegate`", body = ErrorBody),
+        (status = 403, description = "`not_an_approver`", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`version_conflict`, `not_pending`", body = ErrorBody),
+        (status = 422, description = "`invalid_delegate`, `validation_failed`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -207,13 +214,16 @@ pub async fn delegate(
 /// The requester takes the request back.
 #[utoipa::path(
     post, path = "/v1/requests/{id}/withdraw", tag = "requests",
-    params(("id" = uuid::Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    request_body = WithdrawBody,
+    params(("id" = uuid::Uuid, Path), KeyHeader),
+    request_body = Option<WithdrawBody>,
     responses(
         (status = 200, body = CommandAnswer),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "`not_requester`", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`version_conflict`, `not_pending`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{get, web, HttpResponse};
+use serde_json::{json, Value};
 
 use crate::http::auth::Person;
 use crate::http::errors::ErrorBody;
@@ -18,11 +19,36 @@ use crate::http::AppState;
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// The schema of one event of the stream, as the OpenAPI document (3.1, no `itemSchema`) states
+/// it for `text/event-stream`: an object of the event's fields, whose `data` is JSON of the shape
+/// its `event` names. `utoipa` cannot say `contentSchema`, so [`crate::http::openapi`] puts this
+/// in place.
+pub fn event_schema() -> Value {
+    let event = |name: &str, data: Value| {
+        json!({
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"const": name},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": data,
+                },
+            },
+        })
+    };
+    json!({"oneOf": [
+        event("ready", json!({"type": "object", "maxProperties": 0})),
+        event("inbox", json!({"$ref": "#/components/schemas/InboxChange"})),
+    ]})
+}
+
 /// Server-sent events of the caller's inbox changes.
 #[utoipa::path(
     get, path = "/v1/stream", tag = "inbox",
     responses(
-        (status = 200, description = "text/event-stream: `event: ready`, then `event: inbox` with data {\"request_id\", \"event_type\", \"version\", \"status\"}", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`event: ready` once the stream follows every change, then an `event: inbox` for each change of a request the caller takes part in", content_type = "text/event-stream", body = String),
         (status = 401, body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -69,12 +69,14 @@ pub async fn submit(
 #[utoipa::path(
     post, path = "/v1/systems/{system}/requests/{external_ref}/cancel", tag = "systems",
     params(("system" = String, Path), ("external_ref" = String, Path)),
-    request_body = CancelBody,
+    request_body = Option<CancelBody>,
     responses(
         (status = 200, description = "Cancelled", body = CommandAnswer),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "Already final (`not_pending`)", body = ErrorBody),
+        (status = 422, description = "A reason that breaks the rules", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("system_signature" = []))
 )]
@@ -87,11 +89,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let (system, external_ref) = path.into_inner();
     state.auth.system(&system, &req, &body)?;
-    let input: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
-    } else {
-        parse_json(&body)?
-    };
+    let input: CancelBody = parse_json(&body)?;
     let system_id = SystemId::new(system.clone());
     let id = RequestId::for_submission(&system_id, &external_ref);
     let command = ApprovalCommand::Cancel(Cancellation {
@@ -114,6 +112,7 @@ pub async fn cancel(
         (status = 200, body = SystemRequestStatus),
         (status = 400, description = "`%00` in the URL", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("system_signature" = []))
 )]

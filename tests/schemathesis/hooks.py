@@ -1,0 +1,137 @@
+"""Schemathesis hooks for tests/schema.rs: credentials for every call the fuzzer makes.
+
+People's endpoints get the bearer token in LEDGER_FUZZ_TOKEN. Calls to /v1/systems/{system}/...
+are signed the way a legacy system signs them (docs/api.md, "Identity"): X-Ledger-Timestamp in
+unix seconds and X-Ledger-Signature = v1=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>,
+with the secret in LEDGER_FUZZ_SYSTEM_SECRET. The signature must cover the bytes actually sent,
+so it is made as a `requests` auth, which sees the request after its body is encoded.
+
+Schemathesis treats these credentials as explicit: its auth probes send the same call without
+them, and with a made-up signature, and expect a 401.
+
+A valid Idempotency-Key the fuzzer drew gets a unique suffix: drawn keys repeat ("0", "a") across
+calls with different bodies, which the service rightly refuses (422 idempotency_key_reused), but
+a real client sends a new key with every new call. tests/idempotency.rs covers the replays.
+
+A submission the fuzzer means to be valid is made to keep the rules that span fields or that
+JSON Schema cannot state (docs/api.md, "Submission rules"): the requester is no approver,
+`at_least` is at most the step's approvers, `due_at` is in the future, a step's `escalate_to`
+names no requester and comes with a `due_in`, and a `due_in` is longer than zero and at most 366
+days. Every other rule is in the schema, and the service must accept what that allows.
+"""
+
+import hashlib
+import hmac
+import os
+import re
+import time
+import uuid
+from collections.abc import MutableMapping
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import requests
+import schemathesis
+from hypothesis.internal import lambda_sources
+
+TOKEN = os.environ["LEDGER_FUZZ_TOKEN"]
+SYSTEM_SECRET = os.environ["LEDGER_FUZZ_SYSTEM_SECRET"].encode()
+
+
+def sign(timestamp: int, body: bytes) -> str:
+    digest = hmac.new(SYSTEM_SECRET, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+class LedgerAuth(requests.auth.AuthBase):
+    """A bearer token for people's endpoints, a signature for the systems' ones."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if urlsplit(request.url).path.startswith("/v1/systems/"):
+            body = request.body or b""
+            if isinstance(body, str):
+                body = body.encode()
+            timestamp = int(time.time())
+            request.headers["X-Ledger-Timestamp"] = str(timestamp)
+            request.headers["X-Ledger-Signature"] = sign(timestamp, body)
+        else:
+            request.headers["Authorization"] = f"Bearer {TOKEN}"
+        return request
+
+
+schemathesis.auth.set_from_requests(LedgerAuth())
+
+VALID_KEY = re.compile(r"[!-~]{1,128}")
+# A step's due_in as the schema's pattern has it; its length must also be in (0, 366 days].
+DUE_IN = re.compile(
+    r"P(?:[0-9]+W|[0-9]+D(?:T(?:[0-9]+H(?:[0-9]+M)?(?:[0-9]+S)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?"
+    r"|T(?:[0-9]+H(?:[0-9]+M)?(?:[0-9]+S)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))"
+)
+UNIT = {"W": 7 * 86_400, "D": 86_400, "H": 3_600, "M": 60, "S": 1}
+
+
+def keep_cross_field_rules(body: dict) -> None:
+    """Makes a submission keep the rules that span fields, and touches nothing else, so a body
+    that breaks the schema still breaks it."""
+    requester = body.get("requester")
+    for step in body.get("steps") if isinstance(body.get("steps"), list) else []:
+        approvers = step.get("approvers") if isinstance(step, dict) else None
+        if not isinstance(approvers, list):
+            continue
+        if isinstance(requester, str) and requester in approvers:
+            stand_in = f"not-{requester}"[:128]
+            approvers[:] = list(dict.fromkeys(stand_in if a == requester else a for a in approvers))
+        escalate_to = step.get("escalate_to")
+        if isinstance(escalate_to, list) and isinstance(requester, str) and requester in escalate_to:
+            stand_in = f"not-{requester}"[:128]
+            escalate_to[:] = list(dict.fromkeys(stand_in if a == requester else a for a in escalate_to))
+        if isinstance(escalate_to, list) and escalate_to and step.get("due_in") is None:
+            step["due_in"] = "PT8H"
+        due_in = step.get("due_in")
+        if isinstance(due_in, str) and DUE_IN.fullmatch(due_in):
+            seconds = sum(int(n) * UNIT[u] for n, u in re.findall(r"([0-9]+)([WDHMS])", due_in.replace("T", "")))
+            if not 0 < seconds <= 366 * 86_400:
+                step["due_in"] = "PT8H"
+        rule = step.get("rule")
+        count = rule.get("at_least") if isinstance(rule, dict) else None
+        whole = isinstance(count, (int, float)) and not isinstance(count, bool) and count == int(count)
+        if whole and approvers and count > len(approvers):
+            rule["at_least"] = len(approvers)
+    due_at = body.get("due_at")
+    if isinstance(due_at, str):
+        try:
+            due = datetime.fromisoformat(due_at)
+        except ValueError:
+            return
+        now = datetime.now(timezone.utc)
+        if due.tzinfo is not None and due <= now + timedelta(minutes=5):
+            body["due_at"] = (now + timedelta(days=30)).isoformat()
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers
+    if isinstance(headers, MutableMapping):
+        key = headers.get("Idempotency-Key")
+        if isinstance(key, str) and VALID_KEY.fullmatch(key):
+            headers["Idempotency-Key"] = f"{key[:95]}.{uuid.uuid4().hex}"
+    # Drawn as negative or not, the body counts as valid once it fits the schema.
+    submission = case.method.upper() == "POST" and case.path == "/v1/systems/{system}/requests"
+    if submission and isinstance(case.body, dict):
+        keep_cross_field_rules(case.body)
+
+
+# CPython 3.11 before 3.11.8 may raise a spurious SystemError ("AST constructor recursion depth
+# mismatch", CPython issue 106905) from ast.parse, which hypothesis calls only to describe a
+# lambda in a strategy's repr; a plain description does as well.
+_describe_lambda = lambda_sources.lambda_description
+
+
+def _lambda_description(f):
+    try:
+        return _describe_lambda(f)
+    except SystemError:
+        return "lambda"
+
+
+lambda_sources.lambda_description = _lambda_description
