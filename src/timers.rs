@@ -1,4 +1,5 @@
-//! The timer loop (worker role): every `[sla] tick` it fires the timers that fell due
+//! The timer loop (worker role): every `[sla] tick`, or sooner when the earliest timer falls
+//! due within it, it fires the timers that fell due
 //! (reminders, overdue notices, escalations, expiries) by sending each one's command through the
 //! command path, so the appended event is the record that it fired.
 //!
@@ -21,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SlaSettings;
 use crate::ledger::{CommandMeta, Ledger, LedgerError};
 use crate::metrics::Metrics;
+
+/// How many requests' timers one round fires at once.
+const FIRING_AT_ONCE: usize = 16;
 
 /// What the timer loop needs.
 pub struct TimerLoop {
@@ -46,10 +50,11 @@ impl TimerLoop {
     /// Fires due timers every tick until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let tick = self.settings.tick.to_std().max(Duration::from_millis(100));
+        let mut wait = tick;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             // A full round may have left more due: go on at once until one is not full. A round
             // whose timers must wait (a race still running) waits for the next tick instead.
@@ -63,9 +68,17 @@ impl TimerLoop {
                     }
                 }
             }
-            match timers::overdue_steps(&self.pool, Utc::now()).await {
-                Ok(count) => {
+            // Wake when the earliest timer falls due, if that is within the tick, so a timer
+            // fires moments after it is due rather than up to a tick later. One that is due
+            // already was left by this round (it must wait): the full tick, not a spin.
+            let now = Utc::now();
+            wait = tick;
+            match timers::overdue_steps_and_next(&self.pool, now).await {
+                Ok((count, next)) => {
                     self.metrics.overdue_steps.set(count);
+                    if let Some(until) = next.and_then(|at| (at - now).to_std().ok()) {
+                        wait = wait.min(until + Duration::from_millis(1));
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot count the overdue steps"),
             }
@@ -81,15 +94,43 @@ impl TimerLoop {
             tx.rollback().await?;
             return Ok(0);
         }
-        let mut done: Vec<&DueTimer> = Vec::with_capacity(due.len());
+        // A request's timers in their order (one command after the other), different requests'
+        // at once: the round's transaction holds its timers' row locks and, like every open
+        // transaction, the feed's horizon (every feed reader waits for it), so it must be short.
+        let mut requests: Vec<Vec<&DueTimer>> = vec![];
         for timer in &due {
-            if let Fired::Done = self.fire(timer).await {
-                done.push(timer);
+            match requests
+                .iter_mut()
+                .find(|r| r[0].request_id == timer.request_id)
+            {
+                Some(timers) => timers.push(timer),
+                None => requests.push(vec![timer]),
             }
+        }
+        let mut done: Vec<&DueTimer> = Vec::with_capacity(due.len());
+        for some in requests.chunks(FIRING_AT_ONCE) {
+            let fired = futures_util::future::join_all(
+                some.iter().map(|timers| self.fire_in_order(timers)),
+            )
+            .await;
+            done.extend(fired.into_iter().flatten());
         }
         timers::delete(&mut tx, &done).await?;
         tx.commit().await?;
         Ok(i64::try_from(done.len()).unwrap_or(i64::MAX))
+    }
+
+    /// Fires `timers`, one request's, in their order; the ones done. A timer that must wait
+    /// holds back the later ones.
+    async fn fire_in_order<'a>(&self, timers: &[&'a DueTimer]) -> Vec<&'a DueTimer> {
+        let mut done = Vec::with_capacity(timers.len());
+        for &timer in timers {
+            match self.fire(timer).await {
+                Fired::Done => done.push(timer),
+                Fired::Later => break,
+            }
+        }
+        done
     }
 
     /// Sends `due`'s command to its request.
