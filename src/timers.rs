@@ -23,6 +23,10 @@ use crate::config::SlaSettings;
 use crate::ledger::{CommandMeta, Ledger, LedgerError};
 use crate::metrics::Metrics;
 
+/// The shortest wait between rounds: timers falling due within it fire in one round, so the
+/// rounds stay few however many moments the timers name.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// How many requests' timers one round fires at once.
 const FIRING_AT_ONCE: usize = 16;
 
@@ -68,16 +72,16 @@ impl TimerLoop {
                     }
                 }
             }
-            // Wake when the earliest timer falls due, if that is within the tick, so a timer
-            // fires moments after it is due rather than up to a tick later. One that is due
-            // already was left by this round (it must wait): the full tick, not a spin.
+            // Wake when the next timer falls due, if that is within the tick, so a timer fires
+            // moments after it is due rather than up to a tick later. Ones due already that
+            // this round left (they must wait) are tried again then, or after the tick: no spin.
             let now = Utc::now();
             wait = tick;
             match timers::overdue_steps_and_next(&self.pool, now).await {
                 Ok((count, next)) => {
                     self.metrics.overdue_steps.set(count);
                     if let Some(until) = next.and_then(|at| (at - now).to_std().ok()) {
-                        wait = wait.min(until + Duration::from_millis(1));
+                        wait = wait.min(until.max(GATHER));
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot count the overdue steps"),

@@ -68,14 +68,14 @@ pub async fn delete(conn: &mut PgConnection, done: &[&DueTimer]) -> Result<(), P
 }
 
 /// How many pending requests' current steps are past their deadline at `now`, and when the
-/// earliest timer falls due (`None` when there is none), in one statement.
+/// next timer falls due after `now` (`None` when there is none), in one statement.
 pub async fn overdue_steps_and_next(
     executor: impl sqlx::PgExecutor<'_>,
     now: DateTime<Utc>,
 ) -> Result<(i64, Option<DateTime<Utc>>), ProjectionError> {
     let row: (i64, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM rm_requests WHERE status = 'pending' AND step_due_at <= $1), \
-                (SELECT min(fire_at) FROM rm_timers)",
+                (SELECT min(fire_at) FROM rm_timers WHERE fire_at > $1)",
     )
     .bind(now)
     .fetch_one(executor)
