@@ -427,15 +427,7 @@ async fn the_inbox_orders_by_the_nearest_of_the_steps_and_the_requests_deadline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_names_the_deadlines_fields() {
     let app = TestApp::spawn_with(API_ONLY, &[]).await;
-    let doc: Value = app
-        .client
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     let schemas = &doc["components"]["schemas"];
     for (schema, fields) in [
         ("StepDto", &["due_in", "escalate_to"][..]),

@@ -14,15 +14,7 @@ async fn health_readiness_and_metrics_answer() {
     let id = app.submit_ok(&purchase_order("PO-M")).await;
     app.approve("alice", &id).await;
 
-    let health: Value = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     // Ready once the worker's broker connection is up.
     app.wait_ready().await;

@@ -340,6 +340,18 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
+    /// The JSON this instance answers to an unauthenticated `GET path`.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// The text of this instance's `/metrics`.
     pub async fn metrics(&self) -> String {
         metrics_at(&self.client, &self.address).await
