@@ -122,6 +122,9 @@ struct CpuClock {
     /// Transactions committed and rolled back in this database so far (every statement outside
     /// a transaction is one), as PostgreSQL's statistics show them (flushed about every second).
     transactions: Option<i64>,
+    /// Rows inserted, updated and deleted in this database's tables so far (the same
+    /// statistics, so the same lag).
+    rows_written: Option<i64>,
 }
 
 impl CpuClock {
@@ -143,9 +146,18 @@ impl CpuClock {
         .await
         .ok()
         .flatten();
+        let rows_written: Option<(i64,)> = sqlx::query_as(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8 \
+             FROM pg_stat_user_tables",
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
         let own = std::process::id();
         let mut clock = Self {
             transactions: transactions.map(|(n,)| n),
+            rows_written: rows_written.map(|(n,)| n),
             service: service_pid.and_then(cpu_seconds),
             loadgen: cpu_seconds(own),
             machine: machine_seconds(),
@@ -201,6 +213,10 @@ impl CpuClock {
             idle_ms: machine.map(|(_, idle)| idle),
             rest_ms: None,
             transactions: match (self.transactions, later.transactions) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
+            rows_written: match (self.rows_written, later.rows_written) {
                 (Some(a), Some(b)) => Some((b - a) as f64 / n),
                 _ => None,
             },
