@@ -476,42 +476,47 @@ async fn a_key_the_provider_rotates_to_is_accepted_after_one_refetch() {
 async fn a_flood_of_unknown_kids_fetches_the_key_set_at_most_once_per_interval() {
     let keys = keys();
     let provider = Provider::start(&[&keys.rsa]).await;
-    let app = app(&provider, "PT2S").await;
-    provider.wait_for_hits(1).await;
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-
-    let flood = |n: usize, round: &'static str| {
+    let app = app(&provider, "PT3S").await;
+    // Signed beforehand, so that the rounds below take far less than the interval even on a
+    // busy machine (signing is slow in a debug build).
+    let tokens = |n: usize, round: &str| -> Vec<String> {
+        (0..n)
+            .map(|i| keys.ec.sign_as(&format!("{round}-{i}"), &claims("alice")))
+            .collect()
+    };
+    let (a, b, c) = (tokens(50, "a"), tokens(30, "b"), tokens(20, "c"));
+    let known = keys.rsa.sign(&claims("alice"));
+    let flood = |tokens: Vec<String>| {
         let app = &app;
         async move {
-            let calls = (0..n).map(|i| {
-                let token = keys.rsa.sign_as(&format!("{round}-{i}"), &claims("alice"));
-                async move { inbox_with(app, &token).await }
-            });
+            let calls = tokens
+                .into_iter()
+                .map(|token| async move { inbox_with(app, &token).await });
             futures_util::future::join_all(calls).await
         }
     };
+    provider.wait_for_hits(1).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+
     // Concurrent unknown kids share one fetch.
-    let statuses = flood(50, "a").await;
+    let statuses = flood(a).await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
     assert_eq!(provider.hits(), 2);
     // More of them within the interval fetch nothing.
-    let statuses = flood(30, "b").await;
+    let statuses = flood(b).await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
     assert_eq!(provider.hits(), 2);
     // Known keys keep working meanwhile.
-    assert_eq!(
-        inbox_with(&app, &keys.rsa.sign(&claims("alice"))).await,
-        StatusCode::OK
-    );
+    assert_eq!(inbox_with(&app, &known).await, StatusCode::OK);
     // After the interval, one more.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    flood(20, "c").await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    flood(c).await;
     assert_eq!(provider.hits(), 3);
 }
 
