@@ -146,6 +146,9 @@ pub struct CpuCost {
     /// Table rows inserted, updated or deleted per command, in the benchmark's database.
     #[serde(default)]
     pub rows_written: Option<f64>,
+    /// The same by table (inserted, updated, deleted), most written first.
+    #[serde(default)]
+    pub rows_by_table: Vec<(String, [f64; 3])>,
 }
 
 impl CpuCost {
@@ -387,6 +390,23 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
     out.push(f.cpu.split(&format!("{:.0}/s", f.rate)));
     for level in &results.saturation {
         out.push(level.cpu.split(&format!("{} in flight", level.concurrency)));
+    }
+    if let Some(best) = results.best.as_ref() {
+        let tables: Vec<String> = best
+            .cpu
+            .rows_by_table
+            .iter()
+            .map(|(table, [i, u, d])| format!("{table} {i:.2}/{u:.2}/{d:.2}"))
+            .collect();
+        out.push(format!(
+            "rows written per command at {} in flight, by table (inserted/updated/deleted): {}",
+            best.concurrency,
+            if tables.is_empty() {
+                "n/a".to_owned()
+            } else {
+                tables.join(", ")
+            }
+        ));
     }
     let throughput = results.best.as_ref().map(|b| b.throughput);
     let ratio = match (throughput, pg_tps) {
