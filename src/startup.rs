@@ -9,7 +9,6 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
-use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{ReadModel, Schema};
 use sqlx::PgPool;
@@ -49,11 +48,7 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 3] = [
-    RequestsProjection::NAME,
-    InboxProjection::NAME,
-    LookupProjection::NAME,
-];
+pub const PROJECTIONS: [&str; 2] = [RequestsProjection::NAME, InboxProjection::NAME];
 
 /// Which parts of the service run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

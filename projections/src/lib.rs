@@ -10,7 +10,8 @@
 //!   the same writes as parts of one statement, which can also move the checkpoints.
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
-//! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`lookup`]: a system's reference to its request, for reconciliation (a query of
+//!   [`requests`]'s table, by the id the reference derives).
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -178,8 +179,6 @@ pub enum ReadModel {
     Requests(requests::RequestsProjection),
     /// The inbox.
     Inbox(inbox::InboxProjection),
-    /// The lookup by system and reference.
-    Lookup(lookup::LookupProjection),
 }
 
 impl ReadModel {
@@ -188,7 +187,6 @@ impl ReadModel {
         vec![
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
-            Self::Lookup(lookup::LookupProjection::new(schema)),
         ]
     }
 }
@@ -198,7 +196,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
-            Self::Lookup(p) => p.name(),
         }
     }
 
@@ -206,7 +203,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
-            Self::Lookup(p) => p.tables(),
         }
     }
 
@@ -219,7 +215,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
-            Self::Lookup(p) => p.write(write, events, states),
         }
     }
 
@@ -227,7 +222,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
-            Self::Lookup(p) => p.state_table(),
         }
     }
 }
