@@ -378,6 +378,7 @@ impl SubmitBody {
             details: self.details,
             link: self.link,
             at,
+            attachments: vec![],
         })
     }
 }
