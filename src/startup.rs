@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
+use approval_projections::lists::ListsProjection;
 use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{ReadModel, Schema};
@@ -49,10 +50,11 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 3] = [
+pub const PROJECTIONS: [&str; 4] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,
     LookupProjection::NAME,
+    ListsProjection::NAME,
 ];
 
 /// Which parts of the service run in this process.
@@ -339,6 +341,11 @@ impl Application {
                 broker: probe,
                 hub,
                 remind_before: settings.sla.remind_before.clone(),
+                attachments: http::attachments::Fetcher::new(
+                    &settings.attachments,
+                    Arc::new(settings.systems.clone()),
+                )
+                .context("the attachments' HTTP client")?,
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

@@ -19,8 +19,7 @@ use crate::error::DomainError;
 use crate::events::ApprovalEvent;
 use crate::period::Period;
 use crate::types::{
-    Actor, Money, Reminder, RequestId, Rule, Status, StepSpec, SystemId, Timestamp, UserId,
-    Verdict,
+    Actor, Money, Reminder, RequestId, Rule, Status, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
 use crate::validation;
 

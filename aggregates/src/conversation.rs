@@ -155,7 +155,10 @@ impl ApprovalRequest {
         if request.status.is_final() {
             return Err(DomainError::NotPending(request.status));
         }
-        let question = request.question.as_ref().ok_or(DomainError::NoOpenQuestion)?;
+        let question = request
+            .question
+            .as_ref()
+            .ok_or(DomainError::NoOpenQuestion)?;
         validation::text("answer", &a.answer, limits::COMMENT)?;
         Ok(vec![ApprovalEvent::InfoProvided {
             answered_by,

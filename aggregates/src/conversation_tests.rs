@@ -154,16 +154,27 @@ fn an_approver_of_the_current_step_asks_and_the_request_stays_pending() {
         .then_expect_events(vec![asked("alice")]);
     let request = fold(&[submitted(), asked("alice")]);
     assert_eq!(request.status, Status::Pending);
-    let question = request.question.unwrap_or_else(|| panic!("a question is open"));
-    assert_eq!((question.asked_by, question.asked_at), (user("alice"), at(1)));
+    let question = request
+        .question
+        .unwrap_or_else(|| panic!("a question is open"));
+    assert_eq!(
+        (question.asked_by, question.asked_at),
+        (user("alice"), at(1))
+    );
 }
 
 #[test]
 fn nobody_but_a_current_approver_asks() {
     for who in ["bob", "dina"] {
-        assert_eq!(refused(vec![submitted()], ask(who)), DomainError::NotAnApprover);
+        assert_eq!(
+            refused(vec![submitted()], ask(who)),
+            DomainError::NotAnApprover
+        );
     }
-    assert_eq!(refused(vec![submitted()], ask("mallory")), DomainError::NotFound);
+    assert_eq!(
+        refused(vec![submitted()], ask("mallory")),
+        DomainError::NotFound
+    );
 }
 
 #[test]
@@ -286,7 +297,10 @@ fn an_empty_question_answer_or_comment_is_refused() {
         expected_version: None,
         at: at(1),
     });
-    assert!(matches!(refused(vec![submitted()], blank), DomainError::Invalid(_)));
+    assert!(matches!(
+        refused(vec![submitted()], blank),
+        DomainError::Invalid(_)
+    ));
 }
 
 #[test]
@@ -305,7 +319,10 @@ fn a_returned_request_is_resubmitted_as_round_two_from_the_first_step() {
     let first = &request.earlier_rounds[0];
     assert_eq!(first.round, 1);
     assert_eq!(first.steps[0].decisions[0].verdict, Verdict::Return);
-    assert_eq!(first.outcome.as_ref().and_then(|o| o.by.clone()), Some(user("alice")));
+    assert_eq!(
+        first.outcome.as_ref().and_then(|o| o.by.clone()),
+        Some(user("alice"))
+    );
 }
 
 #[test]
@@ -371,7 +388,9 @@ fn a_submission_stored_without_attachments_reads_with_none() {
         "due_at": null, "details": null, "link": null, "at": at(0),
     }});
     let event: ApprovalEvent = serde_json::from_value(stored).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(event, ApprovalEvent::RequestSubmitted { attachments, .. } if attachments.is_empty()));
+    assert!(
+        matches!(event, ApprovalEvent::RequestSubmitted { attachments, .. } if attachments.is_empty())
+    );
 }
 
 #[test]

@@ -36,8 +36,8 @@ mod tests;
 mod conversation_tests;
 
 pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
-pub use conversation::{Answer, Answerer, Ask, Attachment, OpenQuestion, Remark, Round};
 pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
+pub use conversation::{Answer, Answerer, Ask, Attachment, OpenQuestion, Remark, Round};
 pub use error::DomainError;
 pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
 pub use period::{Period, PeriodError};

@@ -178,20 +178,19 @@ pub fn attachments(list: &[Attachment]) -> Result<(), DomainError> {
     for (index, a) in list.iter().enumerate() {
         let field = format!("attachments[{index}]");
         text(&format!("{field}.name"), &a.name, limits::ATTACHMENT_NAME)?;
-        token(&format!("{field}.media_type"), &a.media_type, limits::MEDIA_TYPE)?;
-        let well_formed = a.media_type.split_once('/').is_some_and(|(kind, sub)| {
-            !kind.is_empty() && !sub.is_empty() && !sub.contains('/')
-        });
-        if !well_formed {
+        if !media_type(&a.media_type) {
             return Err(invalid(format!(
-                "{field}.media_type must be a media type such as application/pdf"
+                "{field}.media_type must be a media type such as application/pdf, at most {} characters",
+                limits::MEDIA_TYPE
             )));
         }
         if a.size == 0 {
             return Err(invalid(format!("{field}.size must be above zero")));
         }
         let hex = a.sha256.len() == 64
-            && a.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && a.sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex {
             return Err(invalid(format!(
                 "{field}.sha256 must be 64 lower-case hexadecimal digits"
@@ -203,6 +202,20 @@ pub fn attachments(list: &[Attachment]) -> Result<(), DomainError> {
         }
     }
     Ok(())
+}
+
+/// Whether `value` is a media type: `type/subtype`, each of letters, digits and
+/// `!#$&^_.+-`, at most [`limits::MEDIA_TYPE`] characters; so it is always a valid header value.
+pub fn media_type(value: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    value.len() <= limits::MEDIA_TYPE
+        && value
+            .split_once('/')
+            .is_some_and(|(kind, sub)| part(kind) && part(sub))
 }
 
 fn steps(s: &Submission) -> Result<(), DomainError> {

@@ -11,6 +11,7 @@
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
 //! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`lists`]: each person's own requests and the ones they decided, searchable.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -34,6 +35,7 @@ use uuid::Uuid;
 pub mod aside;
 pub mod fold;
 pub mod inbox;
+pub mod lists;
 pub mod lookup;
 pub mod requests;
 pub mod timers;
@@ -180,6 +182,8 @@ pub enum ReadModel {
     Inbox(inbox::InboxProjection),
     /// The lookup by system and reference.
     Lookup(lookup::LookupProjection),
+    /// The requester's and the decider's lists.
+    Lists(lists::ListsProjection),
 }
 
 impl ReadModel {
@@ -189,6 +193,7 @@ impl ReadModel {
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
             Self::Lookup(lookup::LookupProjection::new(schema)),
+            Self::Lists(lists::ListsProjection::new(schema)),
         ]
     }
 }
@@ -199,6 +204,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
             Self::Lookup(p) => p.name(),
+            Self::Lists(p) => p.name(),
         }
     }
 
@@ -207,6 +213,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
             Self::Lookup(p) => p.tables(),
+            Self::Lists(p) => p.tables(),
         }
     }
 
@@ -220,6 +227,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
             Self::Lookup(p) => p.write(write, events, states),
+            Self::Lists(p) => p.write(write, events, states),
         }
     }
 
@@ -228,6 +236,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
             Self::Lookup(p) => p.state_table(),
+            Self::Lists(p) => p.state_table(),
         }
     }
 }

@@ -79,7 +79,8 @@ impl Projection for LookupProjection {
             {
                 submitted.push((e, system.0.as_str(), external_ref.as_str()));
             }
-            if let Some(status) = e.event.final_status() {
+            // A resubmission makes a returned request pending again.
+            if let Some(status) = e.event.status_after() {
                 final_status.insert(e.request_id.0, status);
             }
             match slot_of.get(&e.request_id.0) {
