@@ -55,17 +55,17 @@ impl ListsProjection {
             write_moved: format!(
                 "UPDATE {list} AS l SET version = t.v, updated_at = t.at, \
                      step = COALESCE(t.step, l.step), status = COALESCE(t.st, l.status), \
-                     kind = CASE WHEN t.full THEN t.kind ELSE l.kind END, \
-                     title = CASE WHEN t.full THEN t.title ELSE l.title END, \
-                     amount_value = CASE WHEN t.full THEN t.av ELSE l.amount_value END, \
-                     amount_currency = CASE WHEN t.full THEN t.ac ELSE l.amount_currency END, \
-                     submitted_at = CASE WHEN t.full THEN t.sub ELSE l.submitted_at END, \
-                     due_at = CASE WHEN t.full THEN t.due ELSE l.due_at END, \
-                     round = CASE WHEN t.full THEN t.round ELSE l.round END \
+                     kind = CASE WHEN t.renewed THEN t.kind ELSE l.kind END, \
+                     title = CASE WHEN t.renewed THEN t.title ELSE l.title END, \
+                     amount_value = CASE WHEN t.renewed THEN t.av ELSE l.amount_value END, \
+                     amount_currency = CASE WHEN t.renewed THEN t.ac ELSE l.amount_currency END, \
+                     submitted_at = CASE WHEN t.renewed THEN t.sub ELSE l.submitted_at END, \
+                     due_at = CASE WHEN t.renewed THEN t.due ELSE l.due_at END, \
+                     round = CASE WHEN t.renewed THEN t.round ELSE l.round END \
                  FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[], $4::int4[], \
                      $5::text[], $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], \
                      $11::timestamptz[], $12::timestamptz[], $13::int4[]) \
-                     AS t(id, v, at, step, st, full, kind, title, av, ac, sub, due, round) \
+                     AS t(id, v, at, step, st, renewed, kind, title, av, ac, sub, due, round) \
                  WHERE l.request_id = t.id AND l.version < t.v AND {{gate}}"
             ),
             // A person's latest decision on a request; one row per person and request.
