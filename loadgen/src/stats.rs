@@ -412,8 +412,8 @@ pub fn report(
         ));
         out.push("| measure                            |       ok | failed |  p50 ms  |  p95 ms  |  p99 ms  |  max ms  |".to_owned());
         out.push("|------------------------------------|---------:|-------:|---------:|---------:|---------:|---------:|".to_owned());
-        out.push(row("list GET /v1/requests?role=requester", &l.list));
-        out.push(row("search ...role=requester&q=NNN", &l.search));
+        out.push(row("list GET /v1/requests (requester)", &l.list));
+        out.push(row("search GET /v1/requests?q=NNN", &l.search));
         out.push(format!("list_p99_ms={} search_p99_ms={}", ms(l.list.p99_ms), ms(l.search.p99_ms)));
     }
     let num = |v: Option<f64>, digits: usize| {
