@@ -143,7 +143,11 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         (Method::POST, format!("/v1/requests/{id}/ask"), false),
         (Method::POST, format!("/v1/requests/{id}/answer"), false),
         (Method::POST, format!("/v1/requests/{id}/comments"), false),
-        (Method::GET, format!("/v1/requests/{id}/attachments/0"), false),
+        (
+            Method::GET,
+            format!("/v1/requests/{id}/attachments/0"),
+            false,
+        ),
         (Method::GET, "/v1/requests?role=requester".into(), false),
         (
             Method::POST,

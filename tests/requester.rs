@@ -14,6 +14,7 @@ use common::fake::{app_calling, FakeEndpoint};
 use common::{
     eventually, expect_error, purchase_order, single_step, TestApp, ERP_SECRET, HR_SECRET,
 };
+use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -438,16 +439,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// A source system's file server: `/good` serves the file, `/tampered` the same size with one
 /// byte changed, `/longer` more bytes than described (with no length announced), `/missing`
 /// a 404. It records the headers of every call.
+/// Each call's path, `X-Ledger-Timestamp` and `X-Ledger-Signature`.
+type Seen = Mutex<Vec<(String, Option<String>, Option<String>)>>;
+
 struct Files {
     url: String,
-    headers: Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>,
+    headers: Arc<Seen>,
     _handle: actix_web::dev::ServerHandle,
 }
 
-async fn serve_file(
-    req: HttpRequest,
-    seen: web::Data<Mutex<Vec<(String, Option<String>, Option<String>)>>>,
-) -> HttpResponse {
+async fn serve_file(req: HttpRequest, seen: web::Data<Seen>) -> HttpResponse {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -473,6 +474,22 @@ async fn serve_file(
                 .map(|c| Ok(web::Bytes::copy_from_slice(c)))
                 .collect();
             HttpResponse::Ok().streaming(futures_util::stream::iter(pieces))
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            HttpResponse::Ok().body(bytes)
+        }
+        "/stall" => {
+            // Half the file, then silence past the service's idle timeout.
+            let half = web::Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
+            let pieces = futures_util::stream::once(async move { Ok::<_, actix_web::Error>(half) })
+                .chain(futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Ok::<_, actix_web::Error>(web::Bytes::new())
+                }));
+            HttpResponse::Ok()
+                .no_chunking(file_bytes().len() as u64)
+                .streaming(pieces)
         }
         _ => HttpResponse::NotFound().finish(),
     }
@@ -512,7 +529,11 @@ fn attachment(url: String, size: usize, sha256: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_stream_from_the_source_checked_and_signed() {
     let files = Files::start().await;
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(
+        approval_ledger::startup::Roles::ALL,
+        &[("APPROVAL_LEDGER_ATTACHMENTS__IDLE_TIMEOUT_MS", "700")],
+    )
+    .await;
     let bytes = file_bytes();
     let hash = sha256_hex(&bytes);
     let mut body = purchase_order("PO-FILES");
@@ -522,10 +543,12 @@ async fn attachments_stream_from_the_source_checked_and_signed() {
         attachment(format!("{}/longer", files.url), bytes.len(), &hash),
         attachment(format!("{}/missing", files.url), bytes.len(), &hash),
         attachment("http://127.0.0.1:9/refused".into(), bytes.len(), &hash),
+        attachment(format!("{}/slow", files.url), bytes.len(), &hash),
+        attachment(format!("{}/stall", files.url), bytes.len(), &hash),
     ]);
     let id = app.submit_ok(&body).await;
     let detail = app.detail("alice", &id).await;
-    assert_eq!(detail["attachments"].as_array().unwrap().len(), 5);
+    assert_eq!(detail["attachments"].as_array().unwrap().len(), 7);
     assert_eq!(detail["attachments"][0]["sha256"], hash.as_str());
     let href = detail["attachments"][0]["href"]
         .as_str()
@@ -550,8 +573,8 @@ async fn attachments_stream_from_the_source_checked_and_signed() {
     let ts: i64 = ts.unwrap().parse().unwrap();
     assert!(verifies(ERP_SECRET, ts, b"", &signature.unwrap()));
 
-    // Tampered or too long: the download breaks off, it never ends cleanly.
-    for index in [1, 2] {
+    // Tampered, too long, or stalled midway: the download breaks off, never ends cleanly.
+    for index in [1, 2, 6] {
         let response = app
             .get_as("dina", &format!("/v1/requests/{id}/attachments/{index}"))
             .await;
@@ -563,8 +586,8 @@ async fn attachments_stream_from_the_source_checked_and_signed() {
         );
     }
 
-    // Missing at the source, or the source unreachable: 502.
-    for index in [3, 4] {
+    // Missing at the source, the source unreachable, or silent before its answer: 502.
+    for index in [3, 4, 5] {
         expect_error(
             app.get_as("alice", &format!("/v1/requests/{id}/attachments/{index}"))
                 .await,
@@ -581,7 +604,7 @@ async fn attachments_stream_from_the_source_checked_and_signed() {
     )
     .await;
     expect_error(
-        app.get_as("alice", &format!("/v1/requests/{id}/attachments/5"))
+        app.get_as("alice", &format!("/v1/requests/{id}/attachments/7"))
             .await,
         StatusCode::NOT_FOUND,
         "not_found",
@@ -739,7 +762,10 @@ async fn the_callers_own_lists_page_newest_first_and_filter_and_search() {
     assert!(decided[0]["decided_at"].is_string());
     assert_eq!(decided[0]["status"], "rejected");
     let erin_only = list(&app, "alice", "role=decided&q=erin").await;
-    assert_eq!(ids(erin_only["items"].as_array().unwrap()), [erins.clone()]);
+    assert_eq!(
+        ids(erin_only["items"].as_array().unwrap()),
+        std::slice::from_ref(&erins)
+    );
     assert!(list(&app, "dina", "role=decided").await["items"]
         .as_array()
         .unwrap()

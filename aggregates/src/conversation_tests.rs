@@ -395,7 +395,8 @@ fn a_submission_stored_without_attachments_reads_with_none() {
 
 #[test]
 fn attachments_must_be_well_described() {
-    let cases: Vec<(fn(&mut Attachment), &str)> = vec![
+    type Change = fn(&mut Attachment);
+    let cases: Vec<(Change, &str)> = vec![
         (|a| a.sha256 = "AB".repeat(32), "sha256"),
         (|a| a.sha256 = "ab".into(), "sha256"),
         (|a| a.size = 0, "size"),

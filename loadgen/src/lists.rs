@@ -50,7 +50,13 @@ async fn read(client: &reqwest::Client, url: &str, token: &str) -> Result<Option
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| if e.is_timeout() { "timeout".into() } else { "connection".to_owned() })?;
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timeout".into()
+            } else {
+                "connection".to_owned()
+            }
+        })?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("status {}", status.as_u16()));
@@ -79,7 +85,8 @@ pub async fn run(settings: &Settings, plan: &ListsPlan) -> anyhow::Result<ListsR
     let search = Arc::new(Recorder::default());
     let base = plan.base.trim_end_matches('/').to_owned();
     let lists = {
-        let (client, tokens, list, base) = (client.clone(), tokens.clone(), list.clone(), base.clone());
+        let (client, tokens, list, base) =
+            (client.clone(), tokens.clone(), list.clone(), base.clone());
         on_schedule(plan.rate, plan.duration, move |tick, intended| {
             let (client, tokens, list, base) =
                 (client.clone(), tokens.clone(), list.clone(), base.clone());
@@ -104,7 +111,8 @@ pub async fn run(settings: &Settings, plan: &ListsPlan) -> anyhow::Result<ListsR
         })
     };
     let searches = {
-        let (client, tokens, search, base) = (client.clone(), tokens.clone(), search.clone(), base.clone());
+        let (client, tokens, search, base) =
+            (client.clone(), tokens.clone(), search.clone(), base.clone());
         on_schedule(plan.rate, plan.duration, move |tick, intended| {
             let (client, tokens, search, base) =
                 (client.clone(), tokens.clone(), search.clone(), base.clone());

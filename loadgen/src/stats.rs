@@ -414,7 +414,11 @@ pub fn report(
         out.push("|------------------------------------|---------:|-------:|---------:|---------:|---------:|---------:|".to_owned());
         out.push(row("list GET /v1/requests (requester)", &l.list));
         out.push(row("search GET /v1/requests?q=NNN", &l.search));
-        out.push(format!("list_p99_ms={} search_p99_ms={}", ms(l.list.p99_ms), ms(l.search.p99_ms)));
+        out.push(format!(
+            "list_p99_ms={} search_p99_ms={}",
+            ms(l.list.p99_ms),
+            ms(l.search.p99_ms)
+        ));
     }
     let num = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))

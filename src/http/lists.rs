@@ -3,7 +3,8 @@
 //!
 //! The cursor is the last item's sort key, `<microseconds since 1970>.<request id in hex>`:
 //! the next page starts strictly after it, so a page never repeats or skips an item however
-//! many arrive meanwhile (new ones land before the first page).
+//! many arrive meanwhile (new ones, and ones that move to the front by a resubmission or a
+//! new decision, land before the first page).
 
 use std::str::FromStr;
 
