@@ -328,10 +328,16 @@ impl Application {
                 Some(signal.subscribe()),
                 &stop,
             ));
+            let auth = http::auth::Authenticator::new(&settings)
+                .context("cannot build the client of the identity provider's key set")?;
+            if let Some(jwks) = auth.jwks() {
+                // In the background: a provider that is down must not keep the API from starting.
+                tasks.push(tokio::spawn(jwks.clone().keep_fresh(stop.clone())));
+            }
             let state = web::Data::new(AppState {
                 ledger: ledger.clone(),
                 pool: pool.clone(),
-                auth: http::auth::Authenticator::new(&settings),
+                auth,
                 limits: Limits {
                     body: settings.http.body_limit,
                     bulk: settings.http.bulk_limit,
