@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark, from a clean checkout: builds in release mode, creates a fresh database, starts
 # the fake legacy and FCM endpoints and the service (all roles), seeds a data set, runs phase 1
-# (open loop at a fixed rate) and phase 2 (saturation), stops the service, runs the PostgreSQL
+# (open loop at a fixed rate), phase 2 (saturation) and the lists phase (the requesters' own
+# lists and searches, GET /v1/requests), stops the service, runs the PostgreSQL
 # ceiling (pgbench, bench/ceiling.sql) on the same server at the same concurrency, and prints a
 # table ending with the `bench:` line. See docs/benchmarks.md.
 #
@@ -32,7 +33,7 @@ while (($#)); do
     --rate) rate=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --ledger) ledger_under_test=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -157,6 +158,10 @@ step "$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \
   --fake "http://127.0.0.1:$fake_port" --rate "$rate" --duration "$duration" \
   --concurrency "$concurrency" --service-pid "$service" --out "$out/run.json" >"$out/run.env" 2> >(tee "$out/run.log" >&2)
 
+log "lists: the seed's requesters read their own lists and search them, $duration s"
+step "$loadgen" lists --config "$config" --base "http://127.0.0.1:$api_port" \
+  --duration "$duration" --out "$out/lists.json" 2> >(tee "$out/lists.log" >&2)
+
 # The service's peak resident set over the whole run (VmHWM), and where it ended (VmRSS).
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$service/status")
 rss_now_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$service/status")
@@ -187,5 +192,6 @@ else
   log "pgbench is not installed: pg_ceiling=n/a"
 fi
 
-"$loadgen" report --results "$out/run.json" ${pg_tps:+--pg-tps "$pg_tps"} --rss-mb "$rss_mb" |
+"$loadgen" report --results "$out/run.json" ${pg_tps:+--pg-tps "$pg_tps"} --rss-mb "$rss_mb" \
+  --lists "$out/lists.json" |
   tee "$out/report.txt"

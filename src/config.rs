@@ -74,6 +74,39 @@ pub struct Settings {
     pub systems: BTreeMap<String, SystemSettings>,
     /// Deadlines: the timer loop and the reminders.
     pub sla: SlaSettings,
+    /// Attachments: the limits of a submission's and the fetching from the source system.
+    #[serde(default)]
+    pub attachments: AttachmentSettings,
+}
+
+/// Attachments: how many a submission may describe and how large, and how long fetching one
+/// from its source system may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AttachmentSettings {
+    /// Most attachments of one submission (at most the aggregate's ceiling of 50).
+    pub max_count: usize,
+    /// Largest attachment, in bytes.
+    pub max_bytes: u64,
+    /// How long connecting to the source system may take.
+    pub connect_timeout_ms: u64,
+    /// How long the source may stay silent: before its answer's headers, and between two
+    /// pieces of the file.
+    pub idle_timeout_ms: u64,
+    /// How long one whole download may take.
+    pub total_timeout_ms: u64,
+}
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            max_count: 20,
+            max_bytes: 50 * 1024 * 1024,
+            connect_timeout_ms: 3_000,
+            idle_timeout_ms: 15_000,
+            total_timeout_ms: 600_000,
+        }
+    }
 }
 
 /// Deadlines: how often the timer loop looks for due timers, and when reminders go out.
@@ -388,6 +421,18 @@ impl Settings {
     /// Refuses what cannot work, and the development secrets outside development; adds the demo
     /// system in development when none is configured.
     fn checked(mut self) -> Result<Self, ConfigError> {
+        let a = &self.attachments;
+        if a.max_count > approval_aggregates::validation::limits::ATTACHMENTS
+            || a.max_bytes == 0
+            || a.connect_timeout_ms == 0
+            || a.idle_timeout_ms == 0
+            || a.total_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "attachments.max_count must be at most 50, and max_bytes and the timeouts above zero"
+                    .into(),
+            ));
+        }
         if self.sla.tick.as_secs() == 0 || self.sla.batch < 1 {
             return Err(ConfigError::Invalid(
                 "sla.tick must be at least PT1S and sla.batch at least 1".into(),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approval_projections::inbox::InboxProjection;
+use approval_projections::lists::ListsProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{aside, Projection, ProjectionError, Schema};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -141,6 +142,7 @@ pub async fn rebuild(
     match name {
         RequestsProjection::NAME => run(pool, RequestsProjection::new, batch_size, progress).await,
         InboxProjection::NAME => run(pool, InboxProjection::new, batch_size, progress).await,
+        ListsProjection::NAME => run(pool, ListsProjection::new, batch_size, progress).await,
         AuditReader::NAME => Err(RebuildError::Audit),
         other => Err(RebuildError::Unknown(other.to_owned())),
     }

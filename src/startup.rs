@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
+use approval_projections::lists::ListsProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{ReadModel, Schema};
 use sqlx::PgPool;
@@ -48,7 +49,11 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 2] = [RequestsProjection::NAME, InboxProjection::NAME];
+pub const PROJECTIONS: [&str; 3] = [
+    RequestsProjection::NAME,
+    InboxProjection::NAME,
+    ListsProjection::NAME,
+];
 
 /// Which parts of the service run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +345,11 @@ impl Application {
                 broker: probe,
                 hub,
                 remind_before: settings.sla.remind_before.clone(),
+                attachments: http::attachments::Fetcher::new(
+                    &settings.attachments,
+                    Arc::new(settings.systems.clone()),
+                )
+                .context("the attachments' HTTP client")?,
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

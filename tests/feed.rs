@@ -33,6 +33,7 @@ fn submitted(external_ref: &str, approver: &str) -> (String, serde_json::Value) 
         details: None,
         link: None,
         at: chrono::Utc::now(),
+        attachments: vec![],
     };
     (id.to_string(), serde_json::to_value(event).unwrap())
 }

@@ -140,6 +140,25 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         (Method::POST, "/v1/devices".into(), false),
         (Method::GET, "/v1/inbox".into(), false),
         (Method::GET, format!("/v1/requests/{id}"), false),
+        (Method::POST, format!("/v1/requests/{id}/ask"), false),
+        (Method::POST, format!("/v1/requests/{id}/answer"), false),
+        (Method::POST, format!("/v1/requests/{id}/comments"), false),
+        (
+            Method::GET,
+            format!("/v1/requests/{id}/attachments/0"),
+            false,
+        ),
+        (Method::GET, "/v1/requests?role=requester".into(), false),
+        (
+            Method::POST,
+            "/v1/systems/erp/requests/PO-REAL/answer".into(),
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/systems/erp/requests/PO-REAL/resubmit".into(),
+            true,
+        ),
     ];
     let body = raw_body();
     let text = nasty_string();
@@ -202,6 +221,17 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                 urlencode(&junk)
             ),
             format!("/v1/devices/{}", urlencode(&junk)),
+            format!(
+                "/v1/requests?role={}&status={}&q={}&limit={}&cursor={}",
+                urlencode(&junk),
+                urlencode(&junk),
+                urlencode(&junk),
+                urlencode(&junk),
+                urlencode(&junk)
+            ),
+            format!("/v1/requests?role=decided&q={}", urlencode(&junk)),
+            format!("/v1/requests?role=requester&cursor={}", urlencode(&junk)),
+            format!("/v1/requests/{id}/attachments/{}", urlencode(&junk)),
         ] {
             let status = app.get_as("alice", &path).await.status();
             assert!(
@@ -265,7 +295,11 @@ async fn a_nul_character_anywhere_is_a_400_and_the_text_backslash_u0000_is_kept(
         "bad_request",
     )
     .await;
-    for path in ["/v1/inbox?system=erp%00", "/v1/inbox?kind=%00"] {
+    for path in [
+        "/v1/inbox?system=erp%00",
+        "/v1/inbox?kind=%00",
+        "/v1/requests?role=requester&q=a%00",
+    ] {
         expect_error(
             app.get_as("alice", path).await,
             StatusCode::BAD_REQUEST,

@@ -42,12 +42,13 @@ async fn health_readiness_and_metrics_answer() {
         );
     }
     assert!(metrics.contains("approval_ledger_read_your_writes_wait_seconds_count 2"));
-    assert!(metrics
-        .contains(r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox"}"#));
+    assert!(metrics.contains(
+        r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox+lists"}"#
+    ));
     // The first batch after the start took a transaction; the approval's, one statement.
     let one_statement = metric_value(
         &metrics,
-        r#"approval_ledger_feed_reader_one_statement_batches_total{reader="requests+inbox"}"#,
+        r#"approval_ledger_feed_reader_one_statement_batches_total{reader="requests+inbox+lists"}"#,
     );
     assert!(one_statement >= 1.0, "{metrics}");
     for reader in ["requests", "inbox"] {

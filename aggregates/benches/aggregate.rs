@@ -35,6 +35,7 @@ fn submission() -> Submission {
         details: Some(serde_json::json!({"cost_center": "4100", "lines": 12})),
         link: Some("https://erp.example/po/4711".into()),
         at: at(),
+        attachments: vec![],
     }
 }
 

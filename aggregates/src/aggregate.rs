@@ -14,11 +14,12 @@ use serde_json::Value;
 use crate::commands::{
     ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal,
 };
+use crate::conversation::{Attachment, OpenQuestion, Round};
 use crate::error::DomainError;
 use crate::events::ApprovalEvent;
 use crate::period::Period;
 use crate::types::{
-    Actor, Money, Reminder, RequestId, Rule, Status, SystemId, Timestamp, UserId, Verdict,
+    Actor, Money, Reminder, RequestId, Rule, Status, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
 use crate::validation;
 
@@ -66,6 +67,29 @@ pub struct Request {
     pub updated_at: Timestamp,
     /// How it ended, once final.
     pub outcome: Option<Outcome>,
+    /// Its round: 1, then one more at each resubmission. The parts below are left out of
+    /// stored states when empty (and read as empty from states stored before they existed).
+    #[serde(default = "first_round", skip_serializing_if = "is_first_round")]
+    pub round: u32,
+    /// The earlier rounds, oldest first, each with its steps and decisions as they ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_rounds: Vec<Round>,
+    /// The question waiting for the requester's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<OpenQuestion>,
+    /// The files the current round came with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+fn first_round() -> u32 {
+    1
+}
+
+// serde's `skip_serializing_if` hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_first_round(round: &u32) -> bool {
+    *round == 1
 }
 
 /// One step and what happened in it.
@@ -210,12 +234,13 @@ impl Request {
             .unwrap_or_default()
     }
 
-    /// Everyone who may see the request: the requester, every approver of every step, everyone
-    /// who delegated or was delegated to.
+    /// Everyone who may see the request: the requester, every approver of every step (of every
+    /// round), everyone who delegated or was delegated to.
     pub fn participants(&self) -> BTreeSet<&UserId> {
         let mut people = BTreeSet::new();
         people.insert(&self.requester);
-        for step in &self.steps {
+        let earlier = self.earlier_rounds.iter().flat_map(|r| r.steps.iter());
+        for step in earlier.chain(&self.steps) {
             people.extend(step.approvers.iter());
             for d in &step.delegations {
                 people.insert(&d.from);
@@ -234,13 +259,13 @@ impl Request {
 
 impl ApprovalRequest {
     /// The request, or `NotFound` when it was never submitted.
-    fn submitted(&self) -> Result<&Request, DomainError> {
+    pub(crate) fn submitted(&self) -> Result<&Request, DomainError> {
         self.request.as_ref().ok_or(DomainError::NotFound)
     }
 
     /// The checks every person's command starts with, in the order callers see them: existence and
     /// visibility, then the version they saw, then whether the request still takes decisions.
-    fn open_for(
+    pub(crate) fn open_for(
         &self,
         actor: &Actor,
         expected_version: Option<u64>,
@@ -284,6 +309,7 @@ impl ApprovalRequest {
             details: s.details,
             link: s.link,
             at: s.at,
+            attachments: s.attachments,
         }])
     }
 
@@ -517,6 +543,10 @@ impl ApprovalRequest {
             ApprovalCommand::Expire { at } => self.expire(at),
             ApprovalCommand::Remind { step, reminder, at } => self.remind(step, reminder, at),
             ApprovalCommand::Escalate { step, at } => self.escalate(step, at),
+            ApprovalCommand::Ask(a) => self.ask(a),
+            ApprovalCommand::Answer(a) => self.answer(a),
+            ApprovalCommand::Comment(r) => self.remark(r),
+            ApprovalCommand::Resubmit(s) => self.resubmit(s),
         }
     }
 
@@ -535,6 +565,7 @@ impl ApprovalRequest {
             details,
             link,
             at,
+            attachments,
         } = event
         {
             self.request = Some(Request {
@@ -550,31 +581,15 @@ impl ApprovalRequest {
                 link,
                 submitted_at: at,
                 status: Status::Pending,
-                steps: steps
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, s)| Step {
-                        rule: s.rule,
-                        approvers: s.approvers,
-                        decisions: vec![],
-                        delegations: vec![],
-                        completed_at: None,
-                        // The first step becomes current at submission.
-                        due_at: s
-                            .due_in
-                            .filter(|_| index == 0)
-                            .map(|due_in| at + due_in.to_chrono()),
-                        due_in: s.due_in,
-                        escalate_to: s.escalate_to,
-                        remind_before: s.remind_before,
-                        reminded: vec![],
-                        escalated_at: None,
-                    })
-                    .collect(),
+                steps: open_steps(steps, at),
                 current_step: 0,
                 version: 1,
                 updated_at: at,
                 outcome: None,
+                round: 1,
+                earlier_rounds: vec![],
+                question: None,
+                attachments,
             });
             return;
         }
@@ -591,6 +606,8 @@ impl ApprovalRequest {
                 comment: comment.map(str::to_owned),
                 at: event.at(),
             });
+            // A final request asks nothing of its requester any more.
+            request.question = None;
         }
         match event {
             ApprovalEvent::ApprovalRecorded {
@@ -686,13 +703,85 @@ impl ApprovalRequest {
                     });
                 }
             }
+            ApprovalEvent::InfoRequested {
+                step,
+                asked_by,
+                question,
+                at,
+            } => {
+                request.question = Some(OpenQuestion {
+                    question,
+                    asked_by,
+                    asked_at: at,
+                    step,
+                });
+            }
+            ApprovalEvent::InfoProvided { .. } => request.question = None,
+            ApprovalEvent::RequestResubmitted {
+                round,
+                kind,
+                title,
+                amount,
+                steps,
+                due_at,
+                details,
+                link,
+                attachments,
+                at,
+            } => {
+                let ended = Round {
+                    round: request.round,
+                    submitted_at: request.submitted_at,
+                    steps: std::mem::replace(&mut request.steps, open_steps(steps, at)),
+                    outcome: request.outcome.take(),
+                };
+                request.earlier_rounds.push(ended);
+                request.round = round;
+                request.kind = kind;
+                request.title = title;
+                request.amount = amount;
+                request.due_at = due_at;
+                request.details = details;
+                request.link = link;
+                request.attachments = attachments;
+                request.submitted_at = at;
+                request.status = Status::Pending;
+                request.current_step = 0;
+                request.question = None;
+            }
             ApprovalEvent::RequestSubmitted { .. }
+            | ApprovalEvent::CommentAdded { .. }
             | ApprovalEvent::RequestApproved { .. }
             | ApprovalEvent::RequestWithdrawn { .. }
             | ApprovalEvent::RequestCancelled { .. }
             | ApprovalEvent::RequestExpired { .. } => {}
         }
     }
+}
+
+/// The steps of a new round, none decided; the first becomes current at `at`, so its deadline
+/// runs from there.
+fn open_steps(steps: Vec<StepSpec>, at: Timestamp) -> Vec<Step> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, s)| Step {
+            rule: s.rule,
+            approvers: s.approvers,
+            decisions: vec![],
+            delegations: vec![],
+            completed_at: None,
+            due_at: s
+                .due_in
+                .filter(|_| index == 0)
+                .map(|due_in| at + due_in.to_chrono()),
+            due_in: s.due_in,
+            escalate_to: s.escalate_to,
+            remind_before: s.remind_before,
+            reminded: vec![],
+            escalated_at: None,
+        })
+        .collect()
 }
 
 /// Adds a decision to a step.

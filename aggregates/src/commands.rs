@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conversation::{Answer, Ask, Attachment, Remark};
 use crate::types::{
     Actor, Money, Reminder, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
@@ -42,6 +43,14 @@ pub enum ApprovalCommand {
         /// When the timer fired; must not be before the deadline.
         at: Timestamp,
     },
+    /// An approver of the current step asks the requester a question.
+    Ask(Ask),
+    /// The requester, or the source system, answers the open question.
+    Answer(Answer),
+    /// A participant comments.
+    Comment(Remark),
+    /// The source system sends a returned request again: a new round from the first step.
+    Resubmit(Submission),
 }
 
 impl ApprovalCommand {
@@ -51,7 +60,11 @@ impl ApprovalCommand {
             Self::Decide(d) => d.expected_version,
             Self::Delegate(d) => d.expected_version,
             Self::Withdraw(w) => w.expected_version,
+            Self::Ask(a) => a.expected_version,
             Self::Submit(_)
+            | Self::Answer(_)
+            | Self::Comment(_)
+            | Self::Resubmit(_)
             | Self::Cancel(_)
             | Self::Expire { .. }
             | Self::Remind { .. }
@@ -70,6 +83,10 @@ impl ApprovalCommand {
             Self::Expire { .. } => "expire",
             Self::Remind { .. } => "remind",
             Self::Escalate { .. } => "escalate",
+            Self::Ask(_) => "ask",
+            Self::Answer(_) => "answer",
+            Self::Comment(_) => "comment",
+            Self::Resubmit(_) => "resubmit",
         }
     }
 }
@@ -101,6 +118,9 @@ pub struct Submission {
     pub link: Option<String>,
     /// When it was submitted.
     pub at: Timestamp,
+    /// The files it comes with, served by the source system.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 /// An approver's decision on the current step.

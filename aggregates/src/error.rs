@@ -48,4 +48,19 @@ pub enum DomainError {
     /// escalation already happened. A late or repeated timer is refused with this, harmlessly.
     #[error("the timer no longer applies: {0}")]
     TimerStale(&'static str),
+    /// Only the requester (or the source system) answers a question.
+    #[error("only the requester may answer the question")]
+    OnlyRequesterAnswers,
+    /// A question is already waiting for its answer.
+    #[error("a question is already waiting for its answer")]
+    QuestionOpen,
+    /// There is no question to answer.
+    #[error("no question is waiting for an answer")]
+    NoOpenQuestion,
+    /// Only a participant (requester, approver, delegate) comments.
+    #[error("only a participant of the request may comment on it")]
+    NotAParticipant,
+    /// Only a returned request can be resubmitted.
+    #[error("the request is {0}, not returned: only a returned request can be resubmitted")]
+    NotReturned(Status),
 }

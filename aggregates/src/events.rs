@@ -6,6 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conversation::Attachment;
 use crate::types::{Money, Reminder, RequestId, Status, StepSpec, SystemId, Timestamp, UserId};
 
 /// Every event of an approval request.
@@ -37,6 +38,10 @@ pub enum ApprovalEvent {
         link: Option<String>,
         /// When it was submitted.
         at: Timestamp,
+        /// The files it comes with. Left out of the stored event when there are none, so
+        /// submissions without attachments are stored as they always were.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
     },
     /// An approver approved at a step (the step may or may not be complete now).
     ApprovalRecorded {
@@ -155,6 +160,65 @@ pub enum ApprovalEvent {
         /// When.
         at: Timestamp,
     },
+    /// An approver of the current step asked the requester a question; the request stays
+    /// pending and decisions stay possible.
+    InfoRequested {
+        /// The step they asked at.
+        step: usize,
+        /// Who asked.
+        asked_by: UserId,
+        /// What.
+        question: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// The open question was answered, by the requester or by the source system.
+    InfoProvided {
+        /// Who answered.
+        answered_by: UserId,
+        /// The system the answer came through, when it did not come from the app.
+        system: Option<SystemId>,
+        /// Who had asked: they are told.
+        asked_by: UserId,
+        /// The answer.
+        answer: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// A participant commented.
+    CommentAdded {
+        /// Who.
+        by: UserId,
+        /// What.
+        text: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// The source system sent a returned request again: a new round opened from its first
+    /// step, the earlier round's decisions kept. The system, reference and requester stay.
+    RequestResubmitted {
+        /// The new round's number, from 2.
+        round: u32,
+        /// What kind of thing it is.
+        kind: String,
+        /// One line for the inbox.
+        title: String,
+        /// The amount at stake, if any.
+        amount: Option<Money>,
+        /// The steps, in order.
+        steps: Vec<StepSpec>,
+        /// When the decision is due.
+        due_at: Option<Timestamp>,
+        /// A JSON object shown to approvers.
+        details: Option<Value>,
+        /// A link back to the source.
+        link: Option<String>,
+        /// The files it comes with now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 /// The version of every event type whose shape never changed.
@@ -170,7 +234,7 @@ pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "R
 
 /// Every stored type name, one per variant of [`ApprovalEvent`]: what a reader of the feed can
 /// declare an interest in, and what the broker's bindings are derived from.
-pub const TYPES: [&str; 12] = [
+pub const TYPES: [&str; 16] = [
     "RequestSubmitted",
     "ApprovalRecorded",
     "StepCompleted",
@@ -183,6 +247,10 @@ pub const TYPES: [&str; 12] = [
     "RequestExpired",
     "ReminderSent",
     "StepEscalated",
+    "InfoRequested",
+    "InfoProvided",
+    "CommentAdded",
+    "RequestResubmitted",
 ];
 
 /// Whether `event_type` names an event that ends a request (one of [`FINAL_TYPES`]).
@@ -217,6 +285,10 @@ impl ApprovalEvent {
             Self::RequestExpired { .. } => "RequestExpired",
             Self::ReminderSent { .. } => "ReminderSent",
             Self::StepEscalated { .. } => "StepEscalated",
+            Self::InfoRequested { .. } => "InfoRequested",
+            Self::InfoProvided { .. } => "InfoProvided",
+            Self::CommentAdded { .. } => "CommentAdded",
+            Self::RequestResubmitted { .. } => "RequestResubmitted",
         }
     }
 
@@ -244,7 +316,11 @@ impl ApprovalEvent {
             | Self::RequestCancelled { at, .. }
             | Self::RequestExpired { at, .. }
             | Self::ReminderSent { at, .. }
-            | Self::StepEscalated { at, .. } => *at,
+            | Self::StepEscalated { at, .. }
+            | Self::InfoRequested { at, .. }
+            | Self::InfoProvided { at, .. }
+            | Self::CommentAdded { at, .. }
+            | Self::RequestResubmitted { at, .. } => *at,
         }
     }
 
@@ -258,6 +334,15 @@ impl ApprovalEvent {
             Self::RequestCancelled { .. } => Some(Status::Cancelled),
             Self::RequestExpired { .. } => Some(Status::Expired),
             _ => None,
+        }
+    }
+
+    /// The status this event moves the request to, if it changes it: a final one, or
+    /// `pending` again for a resubmission.
+    pub fn status_after(&self) -> Option<Status> {
+        match self {
+            Self::RequestResubmitted { .. } => Some(Status::Pending),
+            _ => self.final_status(),
         }
     }
 
@@ -286,10 +371,20 @@ impl ApprovalEvent {
             Self::ApproverDelegated { from, comment, .. } => (Some(from), comment.as_deref()),
             Self::RequestWithdrawn { by, comment, .. } => (Some(by), comment.as_deref()),
             Self::RequestCancelled { reason, .. } => (None, reason.as_deref()),
+            Self::InfoRequested {
+                asked_by, question, ..
+            } => (Some(asked_by), Some(question.as_str())),
+            Self::InfoProvided {
+                answered_by,
+                answer,
+                ..
+            } => (Some(answered_by), Some(answer.as_str())),
+            Self::CommentAdded { by, text, .. } => (Some(by), Some(text.as_str())),
             Self::StepCompleted { .. }
             | Self::RequestExpired { .. }
             | Self::ReminderSent { .. }
-            | Self::StepEscalated { .. } => (None, None),
+            | Self::StepEscalated { .. }
+            | Self::RequestResubmitted { .. } => (None, None),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`events`]: what happened, past tense, with stable type names and versions.
 //! - [`aggregate`]: [`ApprovalRequest`], whose `handle` holds every rule and whose `apply` only
 //!   assigns state. The read side folds events with the same code.
+//! - [`conversation`]: questions and answers, comments, resubmission in rounds, attachments.
 //! - [`validation`]: the shape and size rules of a submission.
 //! - [`period`]: [`Period`], the ISO 8601 durations of deadlines and reminders.
 //! - [`timers`]: the timers a request's state sets (reminders, escalation, expiry) and the
@@ -19,6 +20,7 @@
 
 pub mod aggregate;
 pub mod commands;
+pub mod conversation;
 pub mod error;
 pub mod events;
 pub mod period;
@@ -30,8 +32,12 @@ pub mod validation;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod conversation_tests;
+
 pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
 pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
+pub use conversation::{Answer, Answerer, Ask, Attachment, OpenQuestion, Remark, Round};
 pub use error::DomainError;
 pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
 pub use period::{Period, PeriodError};

@@ -45,6 +45,7 @@ fn submission() -> Submission {
         details: Some(json!({"any": "JSON shown to approvers"})),
         link: Some("https://erp.example/po/4711".into()),
         at: at(0),
+        attachments: vec![],
     }
 }
 
@@ -62,6 +63,7 @@ fn submitted_event(s: Submission) -> ApprovalEvent {
         details: s.details,
         link: s.link,
         at: s.at,
+        attachments: s.attachments,
     }
 }
 
@@ -770,6 +772,36 @@ fn final_types_are_the_events_with_a_final_status() {
         ApprovalEvent::RequestExpired { at: at(2) },
         reminded(0, Reminder::Overdue, 1, &["alice"], 2),
         escalated(2),
+        ApprovalEvent::InfoRequested {
+            step: 0,
+            asked_by: user("alice"),
+            question: "Which supplier?".into(),
+            at: at(2),
+        },
+        ApprovalEvent::InfoProvided {
+            answered_by: user("dina"),
+            system: None,
+            asked_by: user("alice"),
+            answer: "Acme".into(),
+            at: at(2),
+        },
+        ApprovalEvent::CommentAdded {
+            by: user("dina"),
+            text: "Thanks".into(),
+            at: at(2),
+        },
+        ApprovalEvent::RequestResubmitted {
+            round: 2,
+            kind: "purchase_order".into(),
+            title: "PO".into(),
+            amount: None,
+            steps: vec![],
+            due_at: None,
+            details: None,
+            link: None,
+            attachments: vec![],
+            at: at(2),
+        },
     ];
     let finals: Vec<&str> = events
         .iter()

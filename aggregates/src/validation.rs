@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::commands::Submission;
+use crate::conversation::Attachment;
 use crate::error::DomainError;
 use crate::types::{Money, Rule, StepSpec, UserId};
 
@@ -37,6 +38,14 @@ pub mod limits {
     pub const AMOUNT_INTEGER_DIGITS: usize = 18;
     /// The longest `due_in` of a step, in seconds: a year.
     pub const DUE_IN_SECS: u64 = 366 * 86_400;
+    /// Rounds of a request: its first submission and every resubmission.
+    pub const ROUNDS: u32 = 50;
+    /// Attachments of one submission, at the most; `[attachments] max_count` may lower it.
+    pub const ATTACHMENTS: usize = 50;
+    /// Characters of an attachment's name.
+    pub const ATTACHMENT_NAME: usize = 255;
+    /// Characters of an attachment's media type.
+    pub const MEDIA_TYPE: usize = 127;
 }
 
 fn invalid(message: impl Into<String>) -> DomainError {
@@ -129,6 +138,7 @@ pub fn submission(s: &Submission) -> Result<(), DomainError> {
         money(amount)?;
     }
     steps(s)?;
+    attachments(&s.attachments)?;
     if let Some(due_at) = s.due_at {
         if due_at <= s.at {
             return Err(invalid("due_at must be in the future"));
@@ -152,6 +162,60 @@ pub fn submission(s: &Submission) -> Result<(), DomainError> {
         }
     }
     Ok(())
+}
+
+/// Checks the attachments a submission describes: at most [`limits::ATTACHMENTS`], each with
+/// a name, a `type/subtype` media type, a size above zero, a SHA-256 of 64 lower-case hex
+/// digits and an http or https URL. The service's configured, lower limits of count and size
+/// are checked where the configuration is known, before the command is built.
+pub fn attachments(list: &[Attachment]) -> Result<(), DomainError> {
+    if list.len() > limits::ATTACHMENTS {
+        return Err(invalid(format!(
+            "a request has at most {} attachments",
+            limits::ATTACHMENTS
+        )));
+    }
+    for (index, a) in list.iter().enumerate() {
+        let field = format!("attachments[{index}]");
+        text(&format!("{field}.name"), &a.name, limits::ATTACHMENT_NAME)?;
+        if !media_type(&a.media_type) {
+            return Err(invalid(format!(
+                "{field}.media_type must be a media type such as application/pdf, at most {} characters",
+                limits::MEDIA_TYPE
+            )));
+        }
+        if a.size == 0 {
+            return Err(invalid(format!("{field}.size must be above zero")));
+        }
+        let hex = a.sha256.len() == 64
+            && a.sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(invalid(format!(
+                "{field}.sha256 must be 64 lower-case hexadecimal digits"
+            )));
+        }
+        token(&format!("{field}.url"), &a.url, limits::LINK)?;
+        if !(a.url.starts_with("https://") || a.url.starts_with("http://")) {
+            return Err(invalid(format!("{field}.url must be an http or https URL")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `value` is a media type: `type/subtype`, each of letters, digits and
+/// `!#$&^_.+-`, at most [`limits::MEDIA_TYPE`] characters; so it is always a valid header value.
+pub fn media_type(value: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    value.len() <= limits::MEDIA_TYPE
+        && value
+            .split_once('/')
+            .is_some_and(|(kind, sub)| part(kind) && part(sub))
 }
 
 fn steps(s: &Submission) -> Result<(), DomainError> {

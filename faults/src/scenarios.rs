@@ -390,6 +390,7 @@ async fn append_submission(
         details: None,
         link: None,
         at: chrono::Utc::now(),
+        attachments: vec![],
     };
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \

@@ -6,6 +6,7 @@
 //! - [`seed`]: writes a data set into the event store in bulk, as the service would, and waits
 //!   until the projections have folded it.
 //! - [`run`]: phase 1 (open loop at a fixed rate) and phase 2 (closed loop, saturation).
+//! - [`lists`]: the lists phase, the requesters' own lists and searches.
 //! - [`fake`]: the fake legacy callback and FCM endpoints.
 //! - [`stats`]: histograms, the results file, the table and the `bench:` line.
 //!
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 use sqlx::postgres::PgPoolOptions;
 
 mod fake;
+mod lists;
 mod model;
 mod run;
 mod seed;
@@ -144,6 +146,30 @@ enum Command {
         #[command(flatten)]
         people: PeopleArgs,
     },
+    /// Drive the lists phase against a running service: the seed's requesters read their own
+    /// lists and search them, each at `--rate` per second, and write the results as JSON.
+    Lists {
+        /// The service's configuration file (the token secret).
+        #[arg(long)]
+        config: PathBuf,
+        /// The service's base URL.
+        #[arg(long)]
+        base: String,
+        /// Lists per second, and as many searches.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Seconds to wait for an answer before counting a failure.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Where to write the results.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        people: PeopleArgs,
+    },
     /// Serve the fake legacy callback and FCM endpoints.
     FakeEndpoints {
         /// Address to listen on.
@@ -161,6 +187,9 @@ enum Command {
         /// The service's resident set, MB.
         #[arg(long)]
         rss_mb: Option<f64>,
+        /// The results of `lists`, if it ran.
+        #[arg(long)]
+        lists: Option<PathBuf>,
     },
 }
 
@@ -271,16 +300,57 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::Lists {
+                config,
+                base,
+                rate,
+                duration,
+                timeout,
+                out,
+                people,
+            } => {
+                let settings = Settings::load(Some(&config), None)?;
+                let plan = lists::ListsPlan {
+                    base,
+                    rate: rate.max(1.0),
+                    duration: Duration::from_secs(duration.max(1)),
+                    population: people.population(),
+                    timeout: Duration::from_secs(timeout.max(1)),
+                };
+                let results = lists::run(&settings, &plan).await?;
+                eprintln!(
+                    "lists: {} lists (p99 {:?} ms), {} searches (p99 {:?} ms)",
+                    results.list.count,
+                    results.list.p99_ms,
+                    results.search.count,
+                    results.search.p99_ms
+                );
+                std::fs::write(&out, serde_json::to_vec_pretty(&results)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                Ok(())
+            }
             Command::FakeEndpoints { bind } => fake::serve(&bind).await,
             Command::Report {
                 results,
                 pg_tps,
                 rss_mb,
+                lists,
             } => {
                 let text = std::fs::read(&results)
                     .with_context(|| format!("reading {}", results.display()))?;
                 let results: stats::Results = serde_json::from_slice(&text)?;
-                println!("{}", stats::report(&results, pg_tps, rss_mb));
+                let lists: Option<lists::ListsResults> = match lists {
+                    Some(path) => {
+                        let text = std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        Some(serde_json::from_slice(&text)?)
+                    }
+                    None => None,
+                };
+                println!(
+                    "{}",
+                    stats::report(&results, pg_tps, rss_mb, lists.as_ref())
+                );
                 Ok(())
             }
         }

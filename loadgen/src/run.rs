@@ -393,7 +393,7 @@ impl World {
 /// Starts `job(tick, intended)` on a fixed schedule of `rate` per second for `duration`, each in
 /// its own task, whether or not the earlier ones have finished, and waits for all of them.
 /// `intended` is the moment the schedule meant the job to start: latencies are taken from there.
-async fn on_schedule<F, Fut>(rate: f64, duration: Duration, job: F)
+pub(crate) async fn on_schedule<F, Fut>(rate: f64, duration: Duration, job: F)
 where
     F: Fn(u64, tokio::time::Instant) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

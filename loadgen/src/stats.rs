@@ -335,7 +335,14 @@ fn row(name: &str, s: &Summary) -> String {
 }
 
 /// The table and the closing `bench:` line, given the PostgreSQL ceiling and the service's RSS.
-pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> String {
+/// With `lists`, the lists phase's rows and its two measures on the `bench:` line (`n/a`
+/// without).
+pub fn report(
+    results: &Results,
+    pg_tps: Option<f64>,
+    rss_mb: Option<f64>,
+    lists: Option<&crate::lists::ListsResults>,
+) -> String {
     let f = &results.fixed;
     let mut out = vec![
         format!(
@@ -422,11 +429,27 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
             .map_or_else(|| "n/a".to_owned(), |b| b.concurrency.to_string()),
         pg_tps.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"))
     ));
+    if let Some(l) = lists {
+        out.push(String::new());
+        out.push(format!(
+            "lists: the seed's requesters, {:.0} lists/s and {:.0} searches/s for {:.0} s (after phase 2)",
+            l.rate, l.rate, l.seconds
+        ));
+        out.push("| measure                            |       ok | failed |  p50 ms  |  p95 ms  |  p99 ms  |  max ms  |".to_owned());
+        out.push("|------------------------------------|---------:|-------:|---------:|---------:|---------:|---------:|".to_owned());
+        out.push(row("list GET /v1/requests (requester)", &l.list));
+        out.push(row("search GET /v1/requests?q=NNN", &l.search));
+        out.push(format!(
+            "list_p99_ms={} search_p99_ms={}",
+            ms(l.list.p99_ms),
+            ms(l.search.p99_ms)
+        ));
+    }
     let num = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
     out.push(format!(
-        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={} timer_lag_p99_ms={} rows_per_cmd={}",
+        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={} timer_lag_p99_ms={} rows_per_cmd={} list_p99_ms={} search_p99_ms={}",
         num(throughput, 0),
         num(pg_tps, 0),
         num(ratio, 2),
@@ -441,6 +464,8 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         num(results.best.as_ref().and_then(|b| b.cpu.transactions), 1),
         num(results.timers.p99_ms, 1),
         num(results.best.as_ref().and_then(|b| b.cpu.rows_written), 1),
+        num(lists.and_then(|l| l.list.p99_ms), 1),
+        num(lists.and_then(|l| l.search.p99_ms), 1),
     ));
     out.join("\n")
 }

@@ -12,6 +12,7 @@
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
 //! - [`lookup`]: a system's reference to its request, for reconciliation (a query of
 //!   [`requests`]'s table, by the id the reference derives).
+//! - [`lists`]: each person's own requests and the ones they decided, searchable.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -35,6 +36,7 @@ use uuid::Uuid;
 pub mod aside;
 pub mod fold;
 pub mod inbox;
+pub mod lists;
 pub mod lookup;
 pub mod requests;
 pub mod timers;
@@ -179,6 +181,8 @@ pub enum ReadModel {
     Requests(requests::RequestsProjection),
     /// The inbox.
     Inbox(inbox::InboxProjection),
+    /// The requester's and the decider's lists.
+    Lists(lists::ListsProjection),
 }
 
 impl ReadModel {
@@ -187,6 +191,7 @@ impl ReadModel {
         vec![
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
+            Self::Lists(lists::ListsProjection::new(schema)),
         ]
     }
 }
@@ -196,6 +201,7 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
+            Self::Lists(p) => p.name(),
         }
     }
 
@@ -203,6 +209,7 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
+            Self::Lists(p) => p.tables(),
         }
     }
 
@@ -215,6 +222,7 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
+            Self::Lists(p) => p.write(write, events, states),
         }
     }
 
@@ -222,6 +230,7 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
+            Self::Lists(p) => p.state_table(),
         }
     }
 }

@@ -122,7 +122,8 @@ fn step_and_delegate(event: &ApprovalEvent) -> (Option<i32>, Option<String>) {
         | ApprovalEvent::RequestRejected { step: s, .. }
         | ApprovalEvent::RequestReturned { step: s, .. }
         | ApprovalEvent::ReminderSent { step: s, .. }
-        | ApprovalEvent::StepEscalated { step: s, .. } => (step(s), None),
+        | ApprovalEvent::StepEscalated { step: s, .. }
+        | ApprovalEvent::InfoRequested { step: s, .. } => (step(s), None),
         ApprovalEvent::ApproverDelegated { step: s, to, .. } => (step(s), Some(to.0.clone())),
         _ => (None, None),
     }

@@ -149,6 +149,7 @@ mod tests {
                     details: None,
                     link: None,
                     at: at(0),
+                    attachments: vec![],
                 },
                 0,
             ),

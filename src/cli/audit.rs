@@ -259,8 +259,36 @@ pub fn render(answer: &HistoryAnswer) -> String {
         r.status,
         r.version
     );
+    if r.round > 1 {
+        let _ = writeln!(out, "  round {} (resubmitted)", r.round);
+    }
     if !r.awaiting.is_empty() {
         let _ = writeln!(out, "  awaiting {}", r.awaiting.join(", "));
+    }
+    if let Some(q) = &r.awaiting_answer {
+        let _ = writeln!(
+            out,
+            "  question by {} at {}, awaiting the answer: {:?}",
+            q.asked_by,
+            time(&q.asked_at),
+            q.question
+        );
+    }
+    for earlier in &r.earlier_rounds {
+        let _ = writeln!(
+            out,
+            "Round {} (submitted {})",
+            earlier.round,
+            time(&earlier.submitted_at)
+        );
+        render_steps(&mut out, &earlier.steps);
+        if let Some(outcome) = &earlier.outcome {
+            let _ = write!(out, "  ended at {}", time(&outcome.at));
+            if let Some(by) = &outcome.by {
+                let _ = write!(out, " by {by}");
+            }
+            let _ = writeln!(out);
+        }
     }
     if let Some(outcome) = &r.outcome {
         let _ = write!(out, "  ended at {}", time(&outcome.at));
@@ -272,8 +300,41 @@ pub fn render(answer: &HistoryAnswer) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "Steps");
-    for step in &r.steps {
+    if r.earlier_rounds.is_empty() {
+        let _ = writeln!(out, "Steps");
+    } else {
+        let _ = writeln!(out, "Steps of round {}", r.round);
+    }
+    render_steps(&mut out, &r.steps);
+    let _ = writeln!(out, "Timeline");
+    for t in &r.timeline {
+        let _ = write!(
+            out,
+            "  #{:<3} {}  {}",
+            t.sequence,
+            time(&t.recorded_at),
+            t.event_type
+        );
+        if let Some(actor) = &t.actor {
+            let _ = write!(out, " by {actor}");
+        }
+        if let Some(step) = t.step {
+            let _ = write!(out, " at step {}", step + 1);
+        }
+        if let Some(delegate) = &t.delegate {
+            let _ = write!(out, " to {delegate}");
+        }
+        if let Some(comment) = &t.comment {
+            let _ = write!(out, ": {comment:?}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The steps of a round with their hand-overs and decisions.
+fn render_steps(out: &mut String, steps: &[crate::http::dto::StepOut]) {
+    for step in steps {
         let _ = write!(
             out,
             "  {}. {} of {}: {}",
@@ -306,28 +367,4 @@ pub fn render(answer: &HistoryAnswer) -> String {
             let _ = writeln!(out);
         }
     }
-    let _ = writeln!(out, "Timeline");
-    for t in &r.timeline {
-        let _ = write!(
-            out,
-            "  #{:<3} {}  {}",
-            t.sequence,
-            time(&t.recorded_at),
-            t.event_type
-        );
-        if let Some(actor) = &t.actor {
-            let _ = write!(out, " by {actor}");
-        }
-        if let Some(step) = t.step {
-            let _ = write!(out, " at step {}", step + 1);
-        }
-        if let Some(delegate) = &t.delegate {
-            let _ = write!(out, " to {delegate}");
-        }
-        if let Some(comment) = &t.comment {
-            let _ = write!(out, ": {comment:?}");
-        }
-        let _ = writeln!(out);
-    }
-    out
 }

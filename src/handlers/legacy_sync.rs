@@ -44,6 +44,12 @@ pub fn callback_type(event: &ApprovalEvent, progress: bool) -> Option<&'static s
         None if progress && matches!(event, ApprovalEvent::StepCompleted { .. }) => {
             Some("approval.step_completed")
         }
+        None if matches!(event, ApprovalEvent::InfoRequested { .. }) => {
+            Some("approval.info_requested")
+        }
+        None if matches!(event, ApprovalEvent::RequestResubmitted { .. }) => {
+            Some("approval.resubmitted")
+        }
         None => None,
     }
 }
@@ -78,7 +84,7 @@ fn body(
         ApprovalEvent::StepEscalated { step, .. } => Some(*step),
         _ => step,
     };
-    let status = event.event.final_status().unwrap_or(Status::Pending);
+    let status = event.event.status_after().unwrap_or(Status::Pending);
     let mut body = json!({
         "event_id": event.event_id,
         "type": kind,
@@ -96,6 +102,20 @@ fn body(
         body["escalated_to"] = json!(added);
         body["due_at"] = json!(due_at);
     }
+    match &event.event {
+        ApprovalEvent::InfoRequested {
+            step: s,
+            asked_by,
+            question,
+            ..
+        } => {
+            body["step"] = json!(s);
+            body["asked_by"] = json!(asked_by);
+            body["question"] = json!(question);
+        }
+        ApprovalEvent::RequestResubmitted { round, .. } => body["round"] = json!(round),
+        _ => {}
+    }
     body
 }
 
@@ -104,7 +124,11 @@ impl LegacySync {
     /// progress for the systems that ask for it. What its queue is bound to; [`callback_type`]
     /// is `None` for every other type, so a message of another type needs no look at the store.
     pub const INTEREST: Interest = Interest::only(|event_type| {
-        is_final_type(event_type) || matches!(event_type, "StepCompleted" | "StepEscalated")
+        is_final_type(event_type)
+            || matches!(
+                event_type,
+                "StepCompleted" | "StepEscalated" | "InfoRequested" | "RequestResubmitted"
+            )
     });
 }
 

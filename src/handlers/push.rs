@@ -40,6 +40,9 @@ impl Push {
                     | "ApproverDelegated"
                     | "StepEscalated"
                     | "ReminderSent"
+                    | "InfoRequested"
+                    | "InfoProvided"
+                    | "RequestResubmitted"
             )
     });
 }
@@ -84,6 +87,9 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
             .iter()
             .map(|user| (user.clone(), title.clone(), text.clone()))
             .collect();
+    }
+    if let Some(told) = conversation(&last.event, request) {
+        return told;
     }
     let (actor, _) = last.event.actor_and_comment();
     if let Some(status) = last.event.final_status() {
@@ -132,6 +138,34 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
             )
         })
         .collect()
+}
+
+/// A question tells the requester, an answer the asker; `None` for any other event. A
+/// resubmission is a new item for its first step's approvers, as a submission is.
+fn conversation(
+    event: &ApprovalEvent,
+    request: &approval_aggregates::Request,
+) -> Option<Vec<(UserId, String, String)>> {
+    match event {
+        ApprovalEvent::InfoRequested {
+            asked_by, question, ..
+        } => Some(vec![(
+            request.requester.clone(),
+            format!("Question from {asked_by}"),
+            format!("{}: {question}", request.title),
+        )]),
+        ApprovalEvent::InfoProvided {
+            asked_by,
+            answered_by,
+            answer,
+            ..
+        } => Some(vec![(
+            asked_by.clone(),
+            format!("Answer from {answered_by}"),
+            format!("{}: {answer}", request.title),
+        )]),
+        _ => None,
+    }
 }
 
 /// A time left, roughly, for a person: `2 d`, `3 h`, `45 min`, `30 s`.

@@ -148,7 +148,7 @@ value_schema!(
 /// A whole number that JSON may write as `3`, `3.0` or `0.3e1`: JSON Schema's `integer` takes
 /// them all, so all mean 3. Read from the JSON text, exactly (an `f64` would round large ones).
 /// `None` for anything else: a fraction, a negative number, one above `T`'s range, not a number.
-fn whole<T: TryFrom<u64>>(raw: &RawValue) -> Option<T> {
+pub(crate) fn whole<T: TryFrom<u64>>(raw: &RawValue) -> Option<T> {
     let text = raw.get();
     let n = text.parse::<u64>().ok().or_else(|| {
         let exact = Decimal::from_str_exact(text).or_else(|_| Decimal::from_scientific(text));
@@ -162,7 +162,9 @@ fn whole<T: TryFrom<u64>>(raw: &RawValue) -> Option<T> {
 
 /// Reads an optional version: a whole number from 0 to 2^63 - 1 (the document says int64, as
 /// every version is one).
-fn whole_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn whole_version<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
     let Some(raw) = Option::<Box<RawValue>>::deserialize(deserializer)? else {
         return Ok(None);
     };
@@ -328,6 +330,10 @@ pub struct SubmitBody {
     /// A link back to the thing in its system: an http or https URL of at most 2048 characters.
     #[schema(max_length = 2048, pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     pub link: Option<String>,
+    /// Files on the source system that come with the request, at most `[attachments]
+    /// max_count` (20 by default); approvers download them through this service.
+    #[schema(max_items = 20)]
+    pub attachments: Option<Vec<crate::http::attachments::AttachmentDto>>,
 }
 
 impl SubmitBody {
@@ -378,6 +384,12 @@ impl SubmitBody {
             details: self.details,
             link: self.link,
             at,
+            attachments: self
+                .attachments
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         })
     }
 }
@@ -787,6 +799,27 @@ pub struct RequestDetail {
     pub outcome: Option<OutcomeOut>,
     /// Every event, oldest first.
     pub timeline: Vec<TimelineOut>,
+    /// Its round: 1, and one more each time its system resubmitted it after a return.
+    pub round: u32,
+    /// The question an approver asked that waits for the requester's answer, if any.
+    pub awaiting_answer: Option<crate::http::conversation::AwaitingAnswer>,
+    /// The files it came with, to download through this service.
+    pub attachments: Vec<crate::http::attachments::AttachmentOut>,
+    /// The earlier rounds, oldest first, with their steps and decisions as they ended.
+    pub earlier_rounds: Vec<RoundOut>,
+}
+
+/// An earlier round of a resubmitted request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoundOut {
+    /// Its number, from 1.
+    pub round: u32,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// Its steps with every decision, as it ended.
+    pub steps: Vec<StepOut>,
+    /// How it ended: returned.
+    pub outcome: Option<OutcomeOut>,
 }
 
 fn step_out(index: usize, step: &Step, request: &Request, now: Timestamp) -> StepOut {
@@ -871,6 +904,44 @@ impl RequestDetail {
                 at: o.at,
             }),
             timeline: timeline.into_iter().map(TimelineOut::from).collect(),
+            round: request.round,
+            awaiting_answer: request
+                .question
+                .as_ref()
+                .map(crate::http::conversation::AwaitingAnswer::of),
+            attachments: crate::http::attachments::AttachmentOut::list(
+                request.id.0,
+                &request.attachments,
+            ),
+            earlier_rounds: request
+                .earlier_rounds
+                .iter()
+                .map(|r| RoundOut {
+                    round: r.round,
+                    submitted_at: r.submitted_at,
+                    steps: r
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| StepOut {
+                            // An earlier round is over: its steps are done or closed.
+                            state: if s.completed_at.is_some() {
+                                "completed"
+                            } else {
+                                "closed"
+                            }
+                            .to_owned(),
+                            overdue: false,
+                            ..step_out(i, s, request, now)
+                        })
+                        .collect(),
+                    outcome: r.outcome.as_ref().map(|o| OutcomeOut {
+                        by: o.by.as_ref().map(|b| b.0.clone()),
+                        comment: o.comment.clone(),
+                        at: o.at,
+                    }),
+                })
+                .collect(),
         }
     }
 }

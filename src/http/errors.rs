@@ -43,7 +43,7 @@ codes! {
     Forbidden => "forbidden", FORBIDDEN, "The caller may not do this.";
     NotAnApprover => "not_an_approver", FORBIDDEN, "The caller is not an approver of the current step.";
     OwnRequest => "own_request", FORBIDDEN, "A requester cannot decide their own request.";
-    NotRequester => "not_requester", FORBIDDEN, "Only the requester may withdraw the request.";
+    NotRequester => "not_requester", FORBIDDEN, "Only the requester may withdraw the request or answer its question.";
     NotFound => "not_found", NOT_FOUND, "No such request or route, or the caller may not see it.";
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, "The route does not take this method.";
     VersionConflict => "version_conflict", CONFLICT, "expected_version is stale, or another decision won the race.";
@@ -57,6 +57,11 @@ codes! {
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The body is not JSON.";
     Unavailable => "unavailable", SERVICE_UNAVAILABLE, "A dependency is down; retry after Retry-After seconds.";
     Internal => "internal", INTERNAL_SERVER_ERROR, "A fault in the service; it is logged with the request id.";
+    QuestionOpen => "question_open", CONFLICT, "A question on the request is already waiting for its answer.";
+    NoOpenQuestion => "no_open_question", CONFLICT, "No question on the request is waiting for an answer.";
+    NotAParticipant => "not_a_participant", FORBIDDEN, "Only the requester, an approver or a delegate of the request may comment on it.";
+    NotReturned => "not_returned", CONFLICT, "Only a returned request can be resubmitted.";
+    AttachmentUnavailable => "attachment_unavailable", BAD_GATEWAY, "The source system could not give the attachment (refused, failed, or too slow).";
 }
 
 /// The body of every error answer.
@@ -187,6 +192,11 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidDelegate(_) => Code::InvalidDelegate,
             DomainError::NotDue => Code::ValidationFailed,
             DomainError::TimerStale(_) => Code::TimerStale,
+            DomainError::OnlyRequesterAnswers => Code::NotRequester,
+            DomainError::QuestionOpen => Code::QuestionOpen,
+            DomainError::NoOpenQuestion => Code::NoOpenQuestion,
+            DomainError::NotAParticipant => Code::NotAParticipant,
+            DomainError::NotReturned(_) => Code::NotReturned,
         };
         Self::new(code, e.to_string())
     }

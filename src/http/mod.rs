@@ -1,7 +1,9 @@
 //! The HTTP API (actix-web): one module per resource, each handler only translating HTTP to a
 //! command or query and the result back. The error table is in [`errors`], authentication in
 //! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
-//! the audit replay of a request.
+//! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
+//! work with the requester (contract section 8): questions, comments, resubmission, files, and
+//! the caller's own lists.
 
 use std::sync::Arc;
 
@@ -15,7 +17,9 @@ use crate::http::errors::ApiError;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
+pub mod attachments;
 pub mod auth;
+pub mod conversation;
 pub mod decisions;
 pub mod devices;
 pub mod dto;
@@ -23,6 +27,7 @@ pub mod errors;
 pub mod history;
 pub mod idempotency;
 pub mod inbox;
+pub mod lists;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -59,6 +64,8 @@ pub struct AppState {
     pub hub: crate::stream::StreamHub,
     /// When a step with a deadline reminds (`[sla] remind_before`), recorded at submission.
     pub remind_before: Vec<approval_aggregates::Period>,
+    /// Fetches attachments from the source systems; holds their limits.
+    pub attachments: attachments::Fetcher,
 }
 
 /// How `/readyz` checks the broker.
@@ -72,7 +79,9 @@ pub enum BrokerProbe {
 /// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]) and the operators'
 /// routes ([`ops::OpsDoc`]).
 pub fn api_doc() -> utoipa::openapi::OpenApi {
-    openapi::ApiDoc::openapi().merge_from(ops::OpsDoc::openapi())
+    openapi::ApiDoc::openapi()
+        .merge_from(ops::OpsDoc::openapi())
+        .merge_from(conversation::RequesterDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -106,6 +115,13 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(devices::register)
                     .service(devices::unregister)
                     .service(stream::stream)
+                    .service(lists::list)
+                    .service(conversation::ask)
+                    .service(conversation::answer)
+                    .service(conversation::comment)
+                    .service(conversation::system_answer)
+                    .service(conversation::resubmit)
+                    .service(attachments::download)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)

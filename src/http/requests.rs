@@ -84,7 +84,7 @@ pub fn person_meta(req: &HttpRequest, actor: &Actor, key: Option<String>) -> Com
 
 /// Runs a person's command on request `id` once per idempotency key; `build` turns the body
 /// into the command.
-async fn person_command<B, F>(
+pub(crate) async fn person_command<B, F>(
     state: web::Data<AppState>,
     req: HttpRequest,
     person: Person,

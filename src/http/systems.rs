@@ -12,7 +12,7 @@ use crate::http::errors::{ApiError, ErrorBody};
 use crate::http::{http_request_id, parse_json, AppState};
 use crate::ledger::CommandMeta;
 
-fn meta(req: &HttpRequest, system: &str) -> CommandMeta {
+pub(crate) fn meta(req: &HttpRequest, system: &str) -> CommandMeta {
     CommandMeta {
         request_id: http_request_id(req),
         system: Some(system.to_owned()),
@@ -48,6 +48,7 @@ pub async fn submit(
         Utc::now(),
         &state.remind_before,
     )?;
+    crate::http::attachments::check_limits(&submission.attachments, &state.attachments.settings)?;
     let id = submission.request_id;
     let executed = state
         .ledger

@@ -17,7 +17,8 @@ A submission the fuzzer means to be valid is made to keep the rules that span fi
 JSON Schema cannot state (docs/api.md, "Submission rules"): the requester is no approver,
 `at_least` is at most the step's approvers, `due_at` is in the future, a step's `escalate_to`
 names no requester and comes with a `due_in`, and a `due_in` is longer than zero and at most 366
-days. Every other rule is in the schema, and the service must accept what that allows.
+days. Every other rule is in the schema, and the service must accept what that allows. A
+resubmission keeps the same rules, and names the path's reference and the request's requester.
 """
 
 import hashlib
@@ -119,6 +120,20 @@ def before_call(context, case, kwargs):
     submission = case.method.upper() == "POST" and case.path == "/v1/systems/{system}/requests"
     if submission and isinstance(case.body, dict):
         keep_cross_field_rules(case.body)
+    # A resubmission's body is a submission of the same reference as its path, from the same
+    # requester (docs/api.md, "POST /v1/systems/{system}/requests/{external_ref}/resubmit").
+    resubmission = (
+        case.method.upper() == "POST"
+        and case.path == "/v1/systems/{system}/requests/{external_ref}/resubmit"
+    )
+    if resubmission and isinstance(case.body, dict):
+        keep_cross_field_rules(case.body)
+        path_ref = (case.path_parameters or {}).get("external_ref")
+        if isinstance(path_ref, str) and isinstance(case.body.get("external_ref"), str):
+            case.body["external_ref"] = path_ref
+        if isinstance(case.body.get("requester"), str):
+            case.body["requester"] = "dina"
+            keep_cross_field_rules(case.body)
 
 
 # CPython 3.11 before 3.11.8 may raise a spurious SystemError ("AST constructor recursion depth
