@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::people::Authority;
 use crate::types::{
     Actor, Money, Reminder, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
@@ -42,6 +43,8 @@ pub enum ApprovalCommand {
         /// When the timer fired; must not be before the deadline.
         at: Timestamp,
     },
+    /// An administrator moves an undecided approver's place in the current step to another.
+    Reassign(Reassignment),
 }
 
 impl ApprovalCommand {
@@ -55,7 +58,8 @@ impl ApprovalCommand {
             | Self::Cancel(_)
             | Self::Expire { .. }
             | Self::Remind { .. }
-            | Self::Escalate { .. } => None,
+            | Self::Escalate { .. }
+            | Self::Reassign(_) => None,
         }
     }
 
@@ -70,6 +74,7 @@ impl ApprovalCommand {
             Self::Expire { .. } => "expire",
             Self::Remind { .. } => "remind",
             Self::Escalate { .. } => "escalate",
+            Self::Reassign(_) => "reassign",
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct Decision {
     pub expected_version: Option<u64>,
     /// When they decided.
     pub at: Timestamp,
+    /// Whom they may act for and how much they may approve, resolved by the service.
+    #[serde(default)]
+    pub authority: Authority,
 }
 
 /// An approver hands their place in the current step to another person.
@@ -153,6 +161,22 @@ pub struct Cancellation {
     pub system: SystemId,
     /// Why, optionally.
     pub reason: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// An administrator moves `from`'s place in the current step to `to`, as if `from` had
+/// delegated it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// Who reassigns; must have the role `admin`.
+    pub actor: Actor,
+    /// Whose place moves: an approver of the current step who has not decided.
+    pub from: UserId,
+    /// Who takes it.
+    pub to: UserId,
+    /// Why.
+    pub comment: Option<String>,
     /// When.
     pub at: Timestamp,
 }

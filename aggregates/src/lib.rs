@@ -7,6 +7,8 @@
 //! - [`events`]: what happened, past tense, with stable type names and versions.
 //! - [`aggregate`]: [`ApprovalRequest`], whose `handle` holds every rule and whose `apply` only
 //!   assigns state. The read side folds events with the same code.
+//! - [`people`]: [`Authority`] (whom a decision may act for, how much it may approve) and
+//!   [`Absences`], each person's absences with their deputies: an aggregate of its own.
 //! - [`validation`]: the shape and size rules of a submission.
 //! - [`period`]: [`Period`], the ISO 8601 durations of deadlines and reminders.
 //! - [`timers`]: the timers a request's state sets (reminders, escalation, expiry) and the
@@ -21,6 +23,7 @@ pub mod aggregate;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod people;
 pub mod period;
 pub mod timers;
 pub mod types;
@@ -28,12 +31,17 @@ pub mod upcasters;
 pub mod validation;
 
 #[cfg(test)]
+mod people_tests;
+#[cfg(test)]
 mod tests;
 
 pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
-pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
+pub use commands::{
+    ApprovalCommand, Cancellation, Decision, Delegation, Reassignment, Submission, Withdrawal,
+};
 pub use error::DomainError;
-pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
+pub use events::{is_final_type, ApprovalEvent, ABSENCE_TYPES, FINAL_TYPES, TYPES};
+pub use people::{absences_id, Absence, AbsenceCommand, Absences, Authority, Recording};
 pub use period::{Period, PeriodError};
 pub use timers::{Timer, TimerKind};
 pub use types::{

@@ -76,6 +76,7 @@ fn decision(who: &str, verdict: Verdict, comment: Option<&str>) -> ApprovalComma
         comment: comment.map(str::to_owned),
         expected_version: None,
         at: at(10),
+        authority: Default::default(),
     })
 }
 
@@ -91,6 +92,7 @@ fn approved_by(step: usize, who: &str, seen_version: u64) -> ApprovalEvent {
         comment: None,
         seen_version,
         at: at(10),
+        on_behalf_of: None,
     }
 }
 
@@ -115,6 +117,7 @@ fn delegated(step: usize, from: &str, to: &str) -> ApprovalEvent {
         to: user(to),
         comment: Some("on leave".into()),
         at: at(5),
+        by: None,
     }
 }
 
@@ -375,6 +378,7 @@ fn one_rejection_rejects_the_request() {
             comment: "too expensive".into(),
             seen_version: 3,
             at: at(10),
+            on_behalf_of: None,
         }]);
 }
 
@@ -388,6 +392,7 @@ fn a_return_sends_the_request_back() {
             comment: "add the quote".into(),
             seen_version: 1,
             at: at(10),
+            on_behalf_of: None,
         },
     ];
     let state = fold(&events);
@@ -467,6 +472,7 @@ fn an_auditor_sees_the_request_but_cannot_decide() {
             auditor: true,
             admin: false,
         },
+        groups: vec![],
     };
     Given::with(())
         .given(vec![submitted()])
@@ -476,6 +482,7 @@ fn an_auditor_sees_the_request_but_cannot_decide() {
             comment: None,
             expected_version: None,
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_error(DomainError::NotAnApprover);
 }
@@ -490,6 +497,7 @@ fn a_stale_expected_version_is_a_conflict() {
             comment: None,
             expected_version: Some(3),
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_error(DomainError::VersionConflict {
             expected: 3,
@@ -503,6 +511,7 @@ fn a_stale_expected_version_is_a_conflict() {
             comment: None,
             expected_version: Some(1),
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_events(vec![approved_by(0, "alice", 1), completed(0)]);
 }
@@ -517,6 +526,7 @@ fn final_statuses_accept_nothing() {
             comment: "no".into(),
             seen_version: 1,
             at: at(10),
+            on_behalf_of: None,
         },
     ];
     Given::with(())
@@ -730,6 +740,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: None,
             seen_version: 1,
             at: at(1),
+            on_behalf_of: None,
         },
         ApprovalEvent::StepCompleted { step: 0, at: at(1) },
         ApprovalEvent::RequestApproved {
@@ -743,6 +754,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: "no".into(),
             seen_version: 1,
             at: at(2),
+            on_behalf_of: None,
         },
         ApprovalEvent::RequestReturned {
             step: 0,
@@ -750,6 +762,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: "fix it".into(),
             seen_version: 1,
             at: at(2),
+            on_behalf_of: None,
         },
         ApprovalEvent::ApproverDelegated {
             step: 0,
@@ -757,6 +770,7 @@ fn final_types_are_the_events_with_a_final_status() {
             to: user("bob"),
             comment: None,
             at: at(2),
+            by: None,
         },
         ApprovalEvent::RequestWithdrawn {
             by: user("dina"),
@@ -770,6 +784,20 @@ fn final_types_are_the_events_with_a_final_status() {
         ApprovalEvent::RequestExpired { at: at(2) },
         reminded(0, Reminder::Overdue, 1, &["alice"], 2),
         escalated(2),
+        ApprovalEvent::AbsenceRecorded {
+            person: user("alice"),
+            absence_id: uuid::Uuid::nil(),
+            deputy: user("bob"),
+            from: at(1),
+            until: at(2),
+            comment: None,
+            at: at(0),
+        },
+        ApprovalEvent::AbsenceEnded {
+            person: user("alice"),
+            absence_id: uuid::Uuid::nil(),
+            at: at(1),
+        },
     ];
     let finals: Vec<&str> = events
         .iter()
