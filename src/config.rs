@@ -74,6 +74,108 @@ pub struct Settings {
     pub systems: BTreeMap<String, SystemSettings>,
     /// Deadlines: the timer loop and the reminders.
     pub sla: SlaSettings,
+    /// Authority: separation of duties, version binding, approval limits.
+    #[serde(default)]
+    pub policy: PolicySettings,
+}
+
+/// `[policy]`: who may approve how much, as written in the configuration (decimal strings).
+/// [`PolicySettings::parsed`] reads it; a value that does not parse refuses the start.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicySettings {
+    /// Whether a person approves at most one step of a request.
+    #[serde(default)]
+    pub separation_of_duties: bool,
+    /// Above this amount, decisions must send `expected_version`.
+    #[serde(default)]
+    pub require_version_above: Option<String>,
+    /// The most a person or a group may approve, per currency: `alice = { USD = "1000.00" }`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `[policy]` read: what each decision's [`approval_aggregates::Authority`] is made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Whether a person approves at most one step of a request.
+    pub separation_of_duties: bool,
+    /// Above this amount, decisions must send `expected_version`.
+    pub require_version_above: Option<rust_decimal::Decimal>,
+    /// The most each person or group may approve, per currency.
+    pub limits: BTreeMap<String, BTreeMap<String, rust_decimal::Decimal>>,
+}
+
+/// Reads a decimal string of the policy: not negative, with the precision of an amount.
+fn policy_amount(field: &str, text: &str) -> Result<rust_decimal::Decimal, String> {
+    let value: rust_decimal::Decimal = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{field} must be a decimal string such as \"1000.00\", not {text:?}"))?;
+    if value.is_sign_negative() {
+        return Err(format!("{field} must not be negative"));
+    }
+    Ok(value)
+}
+
+impl PolicySettings {
+    /// The policy, or what is wrong with it.
+    pub fn parsed(&self) -> Result<Policy, String> {
+        let require_version_above = self
+            .require_version_above
+            .as_deref()
+            .map(|t| policy_amount("policy.require_version_above", t))
+            .transpose()?;
+        let mut limits = BTreeMap::new();
+        for (holder, currencies) in &self.limits {
+            if approval_aggregates::validation::group("policy.limits", holder).is_err() {
+                return Err(format!(
+                    "policy.limits.{holder:?} must name a person or group (no white space)"
+                ));
+            }
+            let mut parsed = BTreeMap::new();
+            for (currency, limit) in currencies {
+                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(format!(
+                        "policy.limits.{holder}.{currency} must be an ISO 4217 code such as USD"
+                    ));
+                }
+                parsed.insert(
+                    currency.clone(),
+                    policy_amount(&format!("policy.limits.{holder}.{currency}"), limit)?,
+                );
+            }
+            limits.insert(holder.clone(), parsed);
+        }
+        Ok(Policy {
+            separation_of_duties: self.separation_of_duties,
+            require_version_above,
+            limits,
+        })
+    }
+}
+
+impl Policy {
+    /// The authority of `actor` under this policy: the highest of their own and their groups'
+    /// limits per currency. Whom they stand in for is left for the command path to resolve.
+    pub fn authority_of(&self, actor: &approval_aggregates::Actor) -> approval_aggregates::Authority {
+        let mut limits: BTreeMap<String, rust_decimal::Decimal> = BTreeMap::new();
+        if !self.limits.is_empty() {
+            let holders = std::iter::once(actor.user.as_str())
+                .chain(actor.groups.iter().map(String::as_str));
+            for holder in holders {
+                for (currency, limit) in self.limits.get(holder).into_iter().flatten() {
+                    let entry = limits.entry(currency.clone()).or_insert(*limit);
+                    *entry = (*entry).max(*limit);
+                }
+            }
+        }
+        approval_aggregates::Authority {
+            principals: None,
+            limits,
+            separation_of_duties: self.separation_of_duties,
+            require_version_above: self.require_version_above,
+        }
+    }
 }
 
 /// Deadlines: how often the timer loop looks for due timers, and when reminders go out.
@@ -266,6 +368,10 @@ fn periods<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Peri
     }
 }
 
+/// The system name absence events carry when they leave the service (routing key
+/// `approval._people.AbsenceRecorded`): no configured system may take it.
+pub const PEOPLE_SYSTEM: &str = "_people";
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -385,6 +491,12 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "delivery.max_attempts, delivery.concurrency and broker.relay_batch must be positive".into(),
             ));
+        }
+        self.policy.parsed().map_err(ConfigError::Invalid)?;
+        if self.systems.contains_key(PEOPLE_SYSTEM) {
+            return Err(ConfigError::Invalid(format!(
+                "system key {PEOPLE_SYSTEM:?} is reserved: absence events leave under it"
+            )));
         }
         if self.feed.batch_size < 1 || self.http.page_limit < 1 || self.http.bulk_limit < 1 {
             return Err(ConfigError::Invalid(

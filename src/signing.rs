@@ -32,6 +32,9 @@ pub struct Claims {
     /// `auditor`, `admin`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The groups the person is in: they may decide steps that name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Signs a token for `user` with `roles`, valid for `ttl_secs`.
@@ -39,6 +42,17 @@ pub fn issue_token(
     auth: &AuthSettings,
     user: &str,
     roles: &[String],
+    ttl_secs: i64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    issue_token_with_groups(auth, user, roles, &[], ttl_secs)
+}
+
+/// Signs a token for `user` with `roles` and a `groups` claim, valid for `ttl_secs`.
+pub fn issue_token_with_groups(
+    auth: &AuthSettings,
+    user: &str,
+    roles: &[String],
+    groups: &[String],
     ttl_secs: i64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let now = Utc::now().timestamp();
@@ -49,6 +63,7 @@ pub fn issue_token(
         iss: auth.issuer.clone(),
         aud: auth.audience.clone(),
         roles: roles.to_vec(),
+        groups: groups.to_vec(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -11,6 +11,8 @@
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
 //! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`absences`]: every person's absences and deputies, and the queries that follow chains of
+//!   deputies.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -31,6 +33,7 @@ pub use approval_feed::{FeedEvent, Position};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub mod absences;
 pub mod aside;
 pub mod fold;
 pub mod inbox;
@@ -180,6 +183,8 @@ pub enum ReadModel {
     Inbox(inbox::InboxProjection),
     /// The lookup by system and reference.
     Lookup(lookup::LookupProjection),
+    /// People's absences and deputies.
+    Absences(absences::AbsencesProjection),
 }
 
 impl ReadModel {
@@ -189,6 +194,7 @@ impl ReadModel {
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
             Self::Lookup(lookup::LookupProjection::new(schema)),
+            Self::Absences(absences::AbsencesProjection::new(schema)),
         ]
     }
 }
@@ -199,6 +205,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
             Self::Lookup(p) => p.name(),
+            Self::Absences(p) => p.name(),
         }
     }
 
@@ -207,6 +214,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
             Self::Lookup(p) => p.tables(),
+            Self::Absences(p) => p.tables(),
         }
     }
 
@@ -220,6 +228,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
             Self::Lookup(p) => p.write(write, events, states),
+            Self::Absences(p) => p.write(write, events, states),
         }
     }
 
@@ -228,6 +237,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
             Self::Lookup(p) => p.state_table(),
+            Self::Absences(p) => p.state_table(),
         }
     }
 }

@@ -69,6 +69,13 @@ impl Authenticator {
                 auditor: data.claims.roles.iter().any(|r| r == "auditor"),
                 admin: data.claims.roles.iter().any(|r| r == "admin"),
             },
+            // Names that break the rules of a group name could never match a step's group.
+            groups: data
+                .claims
+                .groups
+                .into_iter()
+                .filter(|g| validation::group("groups", g).is_ok())
+                .collect(),
         })
     }
 

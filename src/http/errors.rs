@@ -57,6 +57,10 @@ codes! {
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The body is not JSON.";
     Unavailable => "unavailable", SERVICE_UNAVAILABLE, "A dependency is down; retry after Retry-After seconds.";
     Internal => "internal", INTERNAL_SERVER_ERROR, "A fault in the service; it is logged with the request id.";
+    OverAuthorityLimit => "over_authority_limit", FORBIDDEN, "The amount is above the most the caller may approve in its currency ([policy.limits]).";
+    SeparationOfDuties => "separation_of_duties", FORBIDDEN, "The caller (or the person they stand in for) approved another step of the request.";
+    ExpectedVersionRequired => "expected_version_required", UNPROCESSABLE_ENTITY, "The amount is above [policy] require_version_above: the decision must send expected_version.";
+    InvalidAbsence => "invalid_absence", UNPROCESSABLE_ENTITY, "until is not after from (or is past), the deputy is the caller, it overlaps another absence, or it would close a circle of deputies.";
 }
 
 /// The body of every error answer.
@@ -187,6 +191,12 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidDelegate(_) => Code::InvalidDelegate,
             DomainError::NotDue => Code::ValidationFailed,
             DomainError::TimerStale(_) => Code::TimerStale,
+            DomainError::OverAuthorityLimit { .. } => Code::OverAuthorityLimit,
+            DomainError::SeparationOfDuties => Code::SeparationOfDuties,
+            DomainError::ExpectedVersionRequired(_) => Code::ExpectedVersionRequired,
+            DomainError::InvalidAbsence(_) => Code::InvalidAbsence,
+            DomainError::Forbidden(_) => Code::Forbidden,
+            DomainError::AbsenceNotFound => Code::NotFound,
         };
         Self::new(code, e.to_string())
     }

@@ -15,6 +15,8 @@ use crate::http::errors::ApiError;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
+pub mod absences;
+pub mod admin;
 pub mod auth;
 pub mod decisions;
 pub mod devices;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub hub: crate::stream::StreamHub,
     /// When a step with a deadline reminds (`[sla] remind_before`), recorded at submission.
     pub remind_before: Vec<approval_aggregates::Period>,
+    /// `[policy]`: each decision's authority is made from it.
+    pub policy: crate::config::Policy,
 }
 
 /// How `/readyz` checks the broker.
@@ -106,6 +110,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(devices::register)
                     .service(devices::unregister)
                     .service(stream::stream)
+                    .service(absences::create)
+                    .service(absences::list)
+                    .service(absences::end)
+                    .service(admin::reassign)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
