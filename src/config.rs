@@ -134,13 +134,14 @@ impl PolicySettings {
             }
             let mut parsed = BTreeMap::new();
             for (currency, limit) in currencies {
-                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
                     return Err(format!(
                         "policy.limits.{holder}.{currency} must be an ISO 4217 code such as USD"
                     ));
                 }
+                // The environment's keys reach us lower-cased; a currency code is upper-case.
                 parsed.insert(
-                    currency.clone(),
+                    currency.to_ascii_uppercase(),
                     policy_amount(&format!("policy.limits.{holder}.{currency}"), limit)?,
                 );
             }
