@@ -587,6 +587,48 @@ mod tests {
     }
 
     #[test]
+    fn policy_amounts_are_decimal_strings_and_a_persons_limit_is_the_highest_of_theirs(
+    ) -> Result<(), ConfigError> {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("APPROVAL_LEDGER_POLICY__SEPARATION_OF_DUTIES", "true"),
+                ("APPROVAL_LEDGER_POLICY__REQUIRE_VERSION_ABOVE", "5000.00"),
+                ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__USD", "1000.00"),
+                ("APPROVAL_LEDGER_POLICY__LIMITS__FINANCE__USD", "50000.00"),
+            ]),
+        )?;
+        let policy = s.policy.parsed().map_err(ConfigError::Invalid)?;
+        assert!(policy.separation_of_duties);
+        let mut alice = approval_aggregates::Actor::person("alice");
+        assert_eq!(
+            policy.authority_of(&alice).limits.get("USD").map(|d| d.to_string()),
+            Some("1000.00".to_owned())
+        );
+        alice.groups = vec!["finance".into()];
+        assert_eq!(
+            policy.authority_of(&alice).limits.get("USD").map(|d| d.to_string()),
+            Some("50000.00".to_owned())
+        );
+        assert!(policy
+            .authority_of(&approval_aggregates::Actor::person("bob"))
+            .limits
+            .is_empty());
+        for (key, value) in [
+            ("APPROVAL_LEDGER_POLICY__REQUIRE_VERSION_ABOVE", "a lot"),
+            ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__USD", "-1"),
+            ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__DOLLARS", "10"),
+        ] {
+            let bad = Settings::load(None, env(&[(key, value)]));
+            assert!(
+                matches!(&bad, Err(ConfigError::Invalid(m)) if m.contains("policy")),
+                "{key}={value}: {bad:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn production_refuses_the_development_secret() {
         let result = Settings::load(
             None,
