@@ -65,7 +65,7 @@ pub enum DomainError {
     /// version it was made on.
     #[error("decisions on amounts above {0} must send expected_version")]
     ExpectedVersionRequired(String),
-    /// An absence that cannot be: it ends before it starts, names oneself, overlaps another,
+    /// An absence that cannot be: it ends before it starts, names oneself, is one too many,
     /// or its deputy's own deputies lead back to the absent person.
     #[error("{0}")]
     InvalidAbsence(String),

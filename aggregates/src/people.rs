@@ -22,8 +22,9 @@ use crate::validation;
 /// The namespace of the ids of people's absence aggregates (UUID version 5 of the user id).
 const ABSENCES_NAMESPACE: Uuid = Uuid::from_u128(0x3b9e_51a7_0c2d_4f68_8e14_92d7_6a0f_c5b3);
 
-/// The most absences one person keeps at once (recorded and not yet over).
-pub const MAX_OPEN_ABSENCES: usize = 50;
+/// The most absences one person keeps at once (recorded and not yet over): a bound on the
+/// state every command on them loads.
+pub const MAX_OPEN_ABSENCES: usize = 500;
 
 /// What a decision may do beyond the approver's own place, as the service resolved it for the
 /// command's moment: the absent people the approver deputises for, their authority limits, and
@@ -70,13 +71,6 @@ pub struct Absence {
     pub comment: Option<String>,
     /// When it was ended early, if it was.
     pub ended_at: Option<Timestamp>,
-}
-
-impl Absence {
-    /// Whether it is in force at some moment of `[from, until)`.
-    fn overlaps(&self, from: Timestamp, until: Timestamp) -> bool {
-        self.from < until && from < self.until
-    }
 }
 
 /// A person's absences: `None` until their first one.
@@ -148,7 +142,7 @@ impl Absences {
     }
 
     fn record(&self, r: Recording) -> Result<Vec<ApprovalEvent>, DomainError> {
-        validation::user("deputy", &r.deputy).map_err(|e| invalid(e.to_string()))?;
+        validation::user("deputy", &r.deputy)?;
         if r.deputy == r.person {
             return Err(invalid("you cannot be your own deputy"));
         }
@@ -164,18 +158,7 @@ impl Absences {
             // The same id again (a retry): nothing more to write.
             return Ok(vec![]);
         }
-        if let Some(other) = self
-            .absences
-            .iter()
-            .find(|a| a.overlaps(r.from, r.until))
-        {
-            return Err(invalid(format!(
-                "it overlaps your absence {} ({} until {}); end that one first",
-                other.id,
-                other.from.to_rfc3339(),
-                other.until.to_rfc3339()
-            )));
-        }
+        // Absences may overlap: while both are in force, both deputies stand in.
         let open = self.absences.iter().filter(|a| a.until > r.at).count();
         if open >= MAX_OPEN_ABSENCES {
             return Err(invalid(format!(

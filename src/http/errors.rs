@@ -60,7 +60,7 @@ codes! {
     OverAuthorityLimit => "over_authority_limit", FORBIDDEN, "The amount is above the most the caller may approve in its currency ([policy.limits]).";
     SeparationOfDuties => "separation_of_duties", FORBIDDEN, "The caller (or the person they stand in for) approved another step of the request.";
     ExpectedVersionRequired => "expected_version_required", UNPROCESSABLE_ENTITY, "The amount is above [policy] require_version_above: the decision must send expected_version.";
-    InvalidAbsence => "invalid_absence", UNPROCESSABLE_ENTITY, "until is not after from (or is past), the deputy is the caller, it overlaps another absence, or it would close a circle of deputies.";
+    InvalidAbsence => "invalid_absence", UNPROCESSABLE_ENTITY, "until is not after from (or is past), the deputy is the caller, or it would close a circle of deputies.";
 }
 
 /// The body of every error answer.
