@@ -1,6 +1,7 @@
 //! People and authority (contract section 7), through the HTTP API: absences with deputies
 //! (in flight and new items, chains, circles refused, ends), decisions on someone's behalf,
 //! an administrator's reassignment, group approvers, and the `[policy]` rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -131,12 +131,15 @@ pub fn notifications(history: &[FeedEvent]) -> Vec<(UserId, String, String)> {
         .collect()
 }
 
+/// Whom to tell, with the notification's title and text.
+type Note = (UserId, String, String);
+
 /// Adds to each note of a new item or reminder the deputies (chains followed) of the approvers
 /// it tells, as they stand now, but never a deputy who submitted the request: what lands in an
 /// approver's inbox lands in their deputy's too. One query for the batch.
 async fn tell_deputies(
     conn: &mut sqlx::PgConnection,
-    notes: &mut [(&FeedEvent, Vec<(UserId, String, String)>)],
+    notes: &mut [(&FeedEvent, Vec<Note>)],
     histories: &Histories,
 ) -> Result<(), HandlerError> {
     let mut approvers: Vec<String> = notes
@@ -169,7 +172,7 @@ async fn tell_deputies(
             for (_, deputy) in deputies.iter().filter(|(origin, _)| *origin == user.0) {
                 let deputy = UserId::new(deputy.clone());
                 let known = told.iter().any(|(u, _, _)| *u == deputy)
-                    || added.iter().any(|(u, _, _): &(UserId, String, String)| *u == deputy);
+                    || added.iter().any(|(u, _, _): &Note| *u == deputy);
                 if !known && requester != Some(&deputy) {
                     added.push((deputy, title.clone(), text.clone()));
                 }
