@@ -98,6 +98,36 @@ async fn an_in_flight_item_reaches_the_deputy_and_leaves_when_the_absence_ends()
 }
 
 #[tokio::test]
+async fn a_retried_absence_with_the_same_key_is_recorded_once() {
+    let app = TestApp::spawn().await;
+    let now = Utc::now();
+    let body = json!({"deputy": "bob", "from": now, "until": now + chrono::Duration::hours(1)});
+    let send = || {
+        app.client
+            .post(format!("{}/v1/me/absences", app.address))
+            .bearer_auth(app.token("alice"))
+            .header("Idempotency-Key", "away-1")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.expect("request");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    let again = send().await.expect("request");
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["Idempotency-Replayed"], "true");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["id"], again["id"]);
+    let listed: Value = app
+        .get_as("alice", "/v1/me/absences")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
 async fn the_deputy_loses_the_items_when_the_absence_runs_out() {
     let app = TestApp::spawn().await;
     let id = app.submit_ok(&single_step("L-1", &["alice"])).await;

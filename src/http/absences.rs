@@ -11,18 +11,20 @@ use uuid::Uuid;
 use crate::http::auth::Person;
 use crate::http::dto::{AbsenceBody, AbsenceOut, AbsencesAnswer};
 use crate::http::errors::{ApiError, ErrorBody};
+use crate::http::idempotency::{self, KeyHeader, Reply};
 use crate::http::requests::person_meta;
 use crate::http::{parse_json, AppState};
 
 /// Record an absence: from `from` until `until`, `deputy` decides in the caller's place.
 #[utoipa::path(
     post, path = "/v1/me/absences", tag = "absences",
+    params(KeyHeader),
     request_body = AbsenceBody,
     responses(
         (status = 201, description = "Recorded", body = AbsenceOut),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, description = "`version_conflict`: the caller's absences kept changing", body = ErrorBody),
-        (status = 422, description = "`invalid_absence`, `validation_failed`", body = ErrorBody),
+        (status = 422, description = "`invalid_absence`, `validation_failed`, `idempotency_key_reused`", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -34,8 +36,24 @@ pub async fn create(
     person: Person,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let input: AbsenceBody = parse_json(&body)?;
+    let key = idempotency::key(&req)?;
+    let fingerprint = idempotency::fingerprint(&req, &body);
     let actor = person.0;
+    let principal = actor.user.0.clone();
+    // A retry with the same key answers as the first call did and records nothing more.
+    idempotency::once(&state, &principal, key.as_deref(), &fingerprint, || async {
+        record(&state, &req, &actor, &body).await
+    })
+    .await
+}
+
+async fn record(
+    state: &AppState,
+    req: &HttpRequest,
+    actor: &approval_aggregates::Actor,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let input: AbsenceBody = parse_json(body)?;
     let deputy = UserId::new(input.deputy);
     // Only a well-formed absence is worth the look-up; the aggregate refuses the rest.
     let deputy_reach = if input.until > input.from && deputy != actor.user {
@@ -63,7 +81,7 @@ pub async fn create(
         return Err(ApiError::internal(&"an absence command changed its kind"));
     };
     let id = recording.absence_id;
-    let meta = person_meta(&req, &actor, None);
+    let meta = person_meta(req, actor, idempotency::key(req)?);
     let executed = state
         .ledger
         .execute_absence(&actor.user, command, &meta)
@@ -72,13 +90,17 @@ pub async fn create(
         .absences
         .get(id)
         .ok_or_else(|| ApiError::internal(&"a recorded absence is missing from its state"))?;
-    Ok(HttpResponse::Created().json(AbsenceOut {
+    let out = AbsenceOut {
         id,
         deputy: absence.deputy.0.clone(),
         from: absence.from,
         until: absence.until,
         comment: absence.comment.clone(),
-    }))
+    };
+    Ok(Reply {
+        status: actix_web::http::StatusCode::CREATED,
+        body: serde_json::to_value(out).map_err(|e| ApiError::internal(&e))?,
+    })
 }
 
 /// The caller's absences that are not over yet, earliest first.
