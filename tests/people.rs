@@ -462,3 +462,30 @@ async fn absence_events_leave_no_reader_stalled_and_the_audit_still_verifies() {
         "{run:?}"
     );
 }
+
+#[tokio::test]
+async fn the_deputy_gets_the_push_for_a_new_item_of_the_absent_person() {
+    let app = TestApp::spawn().await;
+    app.register_device("bob", "token-bob").await;
+    app.register_device("dina", "token-dina").await;
+    away(&app, "alice", "bob", 3600).await;
+    // The requester stands in for alice too, but never hears of her own request as its approver.
+    away(&app, "alice", "dina", 3600).await;
+    let id = app.submit_ok(&single_step("L-1", &["alice"])).await;
+    let targets = eventually(Duration::from_secs(15), || async {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT target FROM deliveries WHERE channel = 'push' AND request_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        targets,
+        Some(vec![("token-bob".to_owned(),)]),
+        "bob's phone, not dina's"
+    );
+}
