@@ -333,9 +333,13 @@ pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage
          AND (user_id NOT LIKE 'group %' OR NOT ($1 = ANY(decided)))";
     let columns = "request_id, system, kind, title, amount_value, amount_currency, requester, \
          submitted_at, due_at, due_key, step_due_at, step, status, version";
+    // Each key's items through the index: `OFFSET 0` keeps the lateral read from being merged
+    // into a join, which is planned as a hash join over the whole table (the planner cannot tell
+    // that `keys` holds a row or two): 100 ms instead of 2 on 200,000 items.
     let total = format!(
-        "(SELECT count(DISTINCT request_id) FROM rm_inbox \
-          WHERE user_id IN (SELECT key FROM keys) AND {filters})"
+        "(SELECT count(DISTINCT t.request_id) FROM keys CROSS JOIN LATERAL ( \
+             SELECT request_id FROM rm_inbox WHERE user_id = keys.key AND {filters} \
+             OFFSET 0) AS t)"
     );
     // Each key's first page through the index, then each request once, then the page.
     let sql = format!(

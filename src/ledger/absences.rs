@@ -7,7 +7,7 @@
 //! theirs to see): a plain approver's decision costs no look-up.
 
 use approval_aggregates::{
-    absences_id, AbsenceCommand, Absences, ApprovalCommand, DomainError, UserId,
+    absences_id, AbsenceCommand, Absences, ApprovalCommand, Decision, DomainError, UserId,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, EventStore as _};
@@ -27,16 +27,13 @@ pub struct AbsenceExecuted {
 }
 
 impl Ledger {
-    /// When `command` is a decision refused because its actor has no place of their own, the
-    /// same decision with the people the actor stands in for now (if any): what to try next.
+    /// When `decision` was refused because its actor has no place of their own, the same
+    /// decision with the people the actor stands in for now (if any): what to try next.
     pub(crate) async fn as_deputy(
         &self,
-        command: &ApprovalCommand,
+        mut decision: Decision,
         result: &Result<Executed, LedgerError>,
     ) -> Result<Option<ApprovalCommand>, LedgerError> {
-        let ApprovalCommand::Decide(decision) = command else {
-            return Ok(None);
-        };
         let refused_for_want_of_a_place = matches!(
             result,
             Err(LedgerError::Domain(
@@ -50,9 +47,8 @@ impl Ledger {
         if principals.is_empty() {
             return Ok(None);
         }
-        let mut deputising = decision.clone();
-        deputising.authority.principals = Some(principals);
-        Ok(Some(ApprovalCommand::Decide(deputising)))
+        decision.authority.principals = Some(principals);
+        Ok(Some(ApprovalCommand::Decide(decision)))
     }
 
     /// The people `user` stands in for at `at`, nearest first.

@@ -155,9 +155,16 @@ impl Ledger {
         meta: &CommandMeta,
     ) -> Result<Executed, LedgerError> {
         let name = command.name();
-        let mut result = self.append(id, command.clone(), meta).await;
-        if let Some(deputising) = self.as_deputy(&command, &result).await? {
-            result = self.append(id, deputising, meta).await;
+        // A decision whose actor may turn out to stand in for someone: kept to try again.
+        let decision = match &command {
+            ApprovalCommand::Decide(d) if d.authority.principals.is_none() => Some(d.clone()),
+            _ => None,
+        };
+        let mut result = self.append(id, command, meta).await;
+        if let Some(decision) = decision {
+            if let Some(deputising) = self.as_deputy(decision, &result).await? {
+                result = self.append(id, deputising, meta).await;
+            }
         }
         let outcome = match &result {
             Ok(e) if e.written => "ok",
