@@ -107,10 +107,9 @@ pub struct Policy {
 
 /// Reads a decimal string of the policy: not negative, with the precision of an amount.
 fn policy_amount(field: &str, text: &str) -> Result<rust_decimal::Decimal, String> {
-    let value: rust_decimal::Decimal = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{field} must be a decimal string such as \"1000.00\", not {text:?}"))?;
+    let value: rust_decimal::Decimal = text.trim().parse().map_err(|_| {
+        format!("{field} must be a decimal string such as \"1000.00\", not {text:?}")
+    })?;
     if value.is_sign_negative() {
         return Err(format!("{field} must not be negative"));
     }
@@ -158,11 +157,14 @@ impl PolicySettings {
 impl Policy {
     /// The authority of `actor` under this policy: the highest of their own and their groups'
     /// limits per currency. Whom they stand in for is left for the command path to resolve.
-    pub fn authority_of(&self, actor: &approval_aggregates::Actor) -> approval_aggregates::Authority {
+    pub fn authority_of(
+        &self,
+        actor: &approval_aggregates::Actor,
+    ) -> approval_aggregates::Authority {
         let mut limits: BTreeMap<String, rust_decimal::Decimal> = BTreeMap::new();
         if !self.limits.is_empty() {
-            let holders = std::iter::once(actor.user.as_str())
-                .chain(actor.groups.iter().map(String::as_str));
+            let holders =
+                std::iter::once(actor.user.as_str()).chain(actor.groups.iter().map(String::as_str));
             for holder in holders {
                 for (currency, limit) in self.limits.get(holder).into_iter().flatten() {
                     let entry = limits.entry(currency.clone()).or_insert(*limit);
@@ -602,12 +604,20 @@ mod tests {
         assert!(policy.separation_of_duties);
         let mut alice = approval_aggregates::Actor::person("alice");
         assert_eq!(
-            policy.authority_of(&alice).limits.get("USD").map(|d| d.to_string()),
+            policy
+                .authority_of(&alice)
+                .limits
+                .get("USD")
+                .map(|d| d.to_string()),
             Some("1000.00".to_owned())
         );
         alice.groups = vec!["finance".into()];
         assert_eq!(
-            policy.authority_of(&alice).limits.get("USD").map(|d| d.to_string()),
+            policy
+                .authority_of(&alice)
+                .limits
+                .get("USD")
+                .map(|d| d.to_string()),
             Some("50000.00".to_owned())
         );
         assert!(policy

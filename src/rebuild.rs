@@ -146,9 +146,7 @@ pub async fn rebuild(
         RequestsProjection::NAME => run(pool, RequestsProjection::new, batch_size, progress).await,
         InboxProjection::NAME => run(pool, InboxProjection::new, batch_size, progress).await,
         LookupProjection::NAME => run(pool, LookupProjection::new, batch_size, progress).await,
-        AbsencesProjection::NAME => {
-            run(pool, AbsencesProjection::new, batch_size, progress).await
-        }
+        AbsencesProjection::NAME => run(pool, AbsencesProjection::new, batch_size, progress).await,
         AuditReader::NAME => Err(RebuildError::Audit),
         other => Err(RebuildError::Unknown(other.to_owned())),
     }

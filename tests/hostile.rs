@@ -184,11 +184,7 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                 } else if round % 7 == 0 {
                     request.bearer_auth(&member)
                 } else {
-                    request.bearer_auth(app.token(if round % 3 == 0 {
-                        "mallory"
-                    } else {
-                        "alice"
-                    }))
+                    request.bearer_auth(app.token(if round % 3 == 0 { "mallory" } else { "alice" }))
                 };
                 if round % 5 == 0 {
                     request = request.header("Idempotency-Key", format!("k{round}"));

@@ -35,7 +35,11 @@ async fn away(app: &TestApp, person: &str, deputy: &str, secs: i64) -> Value {
                     "until": now + chrono::Duration::seconds(secs), "comment": "holiday"}),
         )
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED, "absence of {person}");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "absence of {person}"
+    );
     response.json().await.expect("json")
 }
 
@@ -137,7 +141,10 @@ async fn the_deputy_loses_the_items_when_the_absence_runs_out() {
         ids(&app.inbox("bob").await).is_empty().then_some(())
     })
     .await;
-    assert!(gone.is_some(), "the item left the deputy's inbox once until passed");
+    assert!(
+        gone.is_some(),
+        "the item left the deputy's inbox once until passed"
+    );
 }
 
 #[tokio::test]
@@ -210,11 +217,26 @@ async fn absences_that_cannot_be_are_refused() {
     let hour = chrono::Duration::hours(1);
     for (person, body) in [
         // carol -> alice closes alice -> bob -> carol.
-        ("carol", json!({"deputy": "alice", "from": now, "until": now + hour})),
-        ("erin", json!({"deputy": "frank", "from": now + hour, "until": now})),
-        ("erin", json!({"deputy": "frank", "from": now, "until": now})),
-        ("erin", json!({"deputy": "erin", "from": now, "until": now + hour})),
-        ("erin", json!({"deputy": "frank", "from": now - hour * 2, "until": now - hour})),
+        (
+            "carol",
+            json!({"deputy": "alice", "from": now, "until": now + hour}),
+        ),
+        (
+            "erin",
+            json!({"deputy": "frank", "from": now + hour, "until": now}),
+        ),
+        (
+            "erin",
+            json!({"deputy": "frank", "from": now, "until": now}),
+        ),
+        (
+            "erin",
+            json!({"deputy": "erin", "from": now, "until": now + hour}),
+        ),
+        (
+            "erin",
+            json!({"deputy": "frank", "from": now - hour * 2, "until": now - hour}),
+        ),
     ] {
         expect_error(
             app.post_as(person, "/v1/me/absences", &body).await,
@@ -226,7 +248,9 @@ async fn absences_that_cannot_be_are_refused() {
     // Past the absences, the same chain is no circle.
     let later = json!({"deputy": "alice", "from": now + hour * 2, "until": now + hour * 3});
     assert_eq!(
-        app.post_as("carol", "/v1/me/absences", &later).await.status(),
+        app.post_as("carol", "/v1/me/absences", &later)
+            .await
+            .status(),
         StatusCode::CREATED
     );
 }
@@ -297,7 +321,11 @@ async fn a_group_member_decides_and_rules_count_distinct_people() {
         ))
         .await;
     assert_eq!(ids(&inbox_of(fay.clone()).await), vec![id.clone()]);
-    assert_eq!(inbox_of(fay.clone()).await["total"], 1, "once for two groups");
+    assert_eq!(
+        inbox_of(fay.clone()).await["total"],
+        1,
+        "once for two groups"
+    );
     assert_eq!(ids(&inbox_of(gil.clone()).await), vec![id.clone()]);
     assert!(ids(&inbox_of(gus.clone()).await).is_empty());
 
@@ -322,7 +350,9 @@ async fn a_group_member_decides_and_rules_count_distinct_people() {
     assert_eq!(approve(gil).await.status(), StatusCode::OK);
     assert_eq!(app.detail("dina", &id).await["status"], "approved");
 
-    let all = app.submit(&group_step("G-2", &["finance"], json!("all"))).await;
+    let all = app
+        .submit(&group_step("G-2", &["finance"], json!("all")))
+        .await;
     expect_error(all, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
 
@@ -348,7 +378,9 @@ async fn spawn_with_policy() -> TestApp {
 async fn limits_refuse_approvals_above_them_the_highest_of_own_and_groups_per_currency() {
     let app = spawn_with_policy().await;
     let alice = json!([{"approvers": ["alice"], "rule": "any"}]);
-    let usd = app.submit_ok(&po("P-1", alice.clone(), "1250.00", "USD")).await;
+    let usd = app
+        .submit_ok(&po("P-1", alice.clone(), "1250.00", "USD"))
+        .await;
     expect_error(
         app.approve("alice", &usd).await,
         StatusCode::FORBIDDEN,
@@ -367,10 +399,14 @@ async fn limits_refuse_approvals_above_them_the_highest_of_own_and_groups_per_cu
         .await;
     assert_eq!(approved.status(), StatusCode::OK);
     // No limit in euros.
-    let eur = app.submit_ok(&po("P-2", alice.clone(), "1250.00", "EUR")).await;
+    let eur = app
+        .submit_ok(&po("P-2", alice.clone(), "1250.00", "EUR"))
+        .await;
     assert_eq!(app.approve("alice", &eur).await.status(), StatusCode::OK);
     // Rejecting and returning are never limited.
-    let rejected = app.submit_ok(&po("P-3", alice.clone(), "1250.00", "USD")).await;
+    let rejected = app
+        .submit_ok(&po("P-3", alice.clone(), "1250.00", "USD"))
+        .await;
     let answer = app
         .decide("alice", &rejected, "reject", &json!({"comment": "no"}))
         .await;
@@ -454,7 +490,10 @@ async fn absence_events_leave_no_reader_stalled_and_the_audit_still_verifies() {
         (behind.0 == 2).then_some(())
     })
     .await;
-    assert!(caught_up.is_some(), "relay and audit passed the absence events");
+    assert!(
+        caught_up.is_some(),
+        "relay and audit passed the absence events"
+    );
     let run = app.cli(&["audit", "verify"]).await;
     assert!(run.ok(), "{run:?}");
     assert!(

@@ -95,7 +95,10 @@ async fn schemathesis_finds_nothing_with_every_check() {
         .current_dir(repo().join("target"))
         .env("SCHEMATHESIS_HOOKS", &hooks)
         .env("LEDGER_FUZZ_TOKEN", app.token("alice"))
-        .env("LEDGER_FUZZ_ADMIN_TOKEN", app.token_with("root", &["admin"]))
+        .env(
+            "LEDGER_FUZZ_ADMIN_TOKEN",
+            app.token_with("root", &["admin"]),
+        )
         .env("LEDGER_FUZZ_ABSENCE_ID", absence["id"].as_str().unwrap())
         .env("LEDGER_FUZZ_SYSTEM_SECRET", ERP_SECRET)
         .env("LEDGER_FUZZ_REQUEST_ID", id)

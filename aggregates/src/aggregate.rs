@@ -244,7 +244,12 @@ impl Request {
     /// longer waits for.
     pub fn decided_open_step(&self) -> Vec<&UserId> {
         self.open_step()
-            .map(|step| step.decisions.iter().map(StepDecision::counted_as).collect())
+            .map(|step| {
+                step.decisions
+                    .iter()
+                    .map(StepDecision::counted_as)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -362,8 +367,7 @@ impl ApprovalRequest {
         let counted_as = on_behalf_of.as_ref().unwrap_or(me);
         let comment = d.comment.filter(|c| !c.trim().is_empty());
         validation::comment("comment", comment.as_deref())?;
-        if let (Some(above), Some(amount)) = (d.authority.require_version_above, &request.amount)
-        {
+        if let (Some(above), Some(amount)) = (d.authority.require_version_above, &request.amount) {
             if amount.value > above && d.expected_version.is_none() {
                 return Err(DomainError::ExpectedVersionRequired(above.to_string()));
             }

@@ -103,7 +103,10 @@ fn a_deputy_approves_in_the_absent_persons_place_and_it_counts_as_theirs() {
         ))
         .then_expect_events(vec![
             approval(0, "bob", Some("alice"), 1),
-            ApprovalEvent::StepCompleted { step: 0, at: at(10) },
+            ApprovalEvent::StepCompleted {
+                step: 0,
+                at: at(10),
+            },
             ApprovalEvent::RequestApproved {
                 decided_by: user("bob"),
                 comment: Some("because".into()),
@@ -174,7 +177,10 @@ fn a_group_member_decides_a_step_that_names_their_group() {
         ))
         .then_expect_events(vec![
             approval(0, "fay", None, 1),
-            ApprovalEvent::StepCompleted { step: 0, at: at(10) },
+            ApprovalEvent::StepCompleted {
+                step: 0,
+                at: at(10),
+            },
             ApprovalEvent::RequestApproved {
                 decided_by: user("fay"),
                 comment: Some("because".into()),
@@ -230,7 +236,11 @@ fn an_approval_above_the_approvers_limit_is_refused() {
             vec![named(&["alice"], Rule::Any)],
             Some(usd(1500)),
         )])
-        .when(decide(Actor::person("alice"), Verdict::Approve, limited(1000)))
+        .when(decide(
+            Actor::person("alice"),
+            Verdict::Approve,
+            limited(1000),
+        ))
         .then_expect_error(DomainError::OverAuthorityLimit {
             amount: "1500".into(),
             currency: "USD".into(),
@@ -243,11 +253,21 @@ fn a_limit_in_another_currency_does_not_limit() {
     let mut eur = usd(1500);
     eur.currency = "EUR".into();
     Given::with(())
-        .given(vec![submitted(vec![named(&["alice"], Rule::Any)], Some(eur))])
-        .when(decide(Actor::person("alice"), Verdict::Approve, limited(1000)))
+        .given(vec![submitted(
+            vec![named(&["alice"], Rule::Any)],
+            Some(eur),
+        )])
+        .when(decide(
+            Actor::person("alice"),
+            Verdict::Approve,
+            limited(1000),
+        ))
         .then_expect_events(vec![
             approval(0, "alice", None, 1),
-            ApprovalEvent::StepCompleted { step: 0, at: at(10) },
+            ApprovalEvent::StepCompleted {
+                step: 0,
+                at: at(10),
+            },
             ApprovalEvent::RequestApproved {
                 decided_by: user("alice"),
                 comment: Some("because".into()),
@@ -263,7 +283,11 @@ fn rejecting_is_never_limited_by_amount() {
             vec![named(&["alice"], Rule::Any)],
             Some(usd(1500)),
         )])
-        .when(decide(Actor::person("alice"), Verdict::Reject, limited(1000)))
+        .when(decide(
+            Actor::person("alice"),
+            Verdict::Reject,
+            limited(1000),
+        ))
         .then_expect_events(vec![ApprovalEvent::RequestRejected {
             step: 0,
             decided_by: user("alice"),
@@ -283,11 +307,17 @@ fn separation_of_duties_refuses_a_second_step_approved_by_the_same_person() {
     Given::with(())
         .given(vec![
             submitted(
-                vec![named(&["alice"], Rule::Any), named(&["alice", "bob"], Rule::Any)],
+                vec![
+                    named(&["alice"], Rule::Any),
+                    named(&["alice", "bob"], Rule::Any),
+                ],
                 None,
             ),
             approval(0, "alice", None, 1),
-            ApprovalEvent::StepCompleted { step: 0, at: at(10) },
+            ApprovalEvent::StepCompleted {
+                step: 0,
+                at: at(10),
+            },
         ])
         .when(decide(Actor::person("alice"), Verdict::Approve, sod))
         .then_expect_error(DomainError::SeparationOfDuties);
@@ -303,11 +333,17 @@ fn separation_of_duties_counts_a_deputys_approval_as_the_absent_persons() {
     Given::with(())
         .given(vec![
             submitted(
-                vec![named(&["alice"], Rule::Any), named(&["alice", "carol"], Rule::Any)],
+                vec![
+                    named(&["alice"], Rule::Any),
+                    named(&["alice", "carol"], Rule::Any),
+                ],
                 None,
             ),
             approval(0, "alice", None, 1),
-            ApprovalEvent::StepCompleted { step: 0, at: at(10) },
+            ApprovalEvent::StepCompleted {
+                step: 0,
+                at: at(10),
+            },
         ])
         .when(decide(Actor::person("bob"), Verdict::Approve, sod))
         .then_expect_error(DomainError::SeparationOfDuties);

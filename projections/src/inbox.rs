@@ -140,7 +140,10 @@ impl Projection for InboxProjection {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let people = r.pending_approvers().into_iter().map(|u| (u.0.clone(), String::new()));
+            let people = r
+                .pending_approvers()
+                .into_iter()
+                .map(|u| (u.0.clone(), String::new()));
             let decided = r
                 .decided_open_step()
                 .iter()

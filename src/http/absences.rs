@@ -57,13 +57,8 @@ async fn record(
     let deputy = UserId::new(input.deputy);
     // Only a well-formed absence is worth the look-up; the aggregate refuses the rest.
     let deputy_reach = if input.until > input.from && deputy != actor.user {
-        approval_projections::absences::reach(
-            &state.pool,
-            deputy.as_str(),
-            input.from,
-            input.until,
-        )
-        .await?
+        approval_projections::absences::reach(&state.pool, deputy.as_str(), input.from, input.until)
+            .await?
     } else {
         vec![]
     };

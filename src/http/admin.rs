@@ -72,7 +72,11 @@ pub async fn reassign(
                 at,
             });
             async move {
-                match state.ledger.execute_unseen(RequestId(id), command, &meta).await {
+                match state
+                    .ledger
+                    .execute_unseen(RequestId(id), command, &meta)
+                    .await
+                {
                     Ok(executed) => (
                         BulkResult {
                             id: id.to_string(),

@@ -14,8 +14,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::errors::{ApiError, Code};
 use crate::http::{
-    absences, admin, api_doc, decisions, devices, dto, errors, history, inbox, requests, stream, systems, AppState,
-    Limits,
+    absences, admin, api_doc, decisions, devices, dto, errors, history, inbox, requests, stream,
+    systems, AppState, Limits,
 };
 
 /// The document.

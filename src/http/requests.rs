@@ -43,7 +43,10 @@ pub async fn detail(
     // A deputy sees what the people they stand in for see; looked up only for a caller who
     // sees nothing in their own right.
     if !request.is_visible_to(&person.0) {
-        let principals = state.ledger.principals_of(&person.0.user, Utc::now()).await?;
+        let principals = state
+            .ledger
+            .principals_of(&person.0.user, Utc::now())
+            .await?;
         if !request.is_visible_through(&person.0, &principals) {
             return Err(ApiError::not_found());
         }

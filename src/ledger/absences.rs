@@ -14,8 +14,8 @@ use cqrs_es::{Aggregate, AggregateContext, EventStore as _};
 
 use crate::feed::Position;
 use crate::ledger::{sql_error, storage_error, CommandMeta, Executed, Ledger, LedgerError};
-use crate::store::events::AppendError;
 use crate::store;
+use crate::store::events::AppendError;
 
 /// What an absence command did.
 #[derive(Debug, Clone)]
@@ -43,7 +43,9 @@ impl Ledger {
         if !refused_for_want_of_a_place || decision.authority.principals.is_some() {
             return Ok(None);
         }
-        let principals = self.principals_of(&decision.actor.user, decision.at).await?;
+        let principals = self
+            .principals_of(&decision.actor.user, decision.at)
+            .await?;
         if principals.is_empty() {
             return Ok(None);
         }
