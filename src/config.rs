@@ -277,6 +277,82 @@ pub struct AuthSettings {
     pub audience: String,
     /// How far a system's timestamp may be from now.
     pub signature_window_secs: i64,
+    /// An OpenID Connect provider's key set: when set, RS256 and ES256 tokens signed with its
+    /// keys are accepted beside the HS256 ones. Empty is unset.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The `iss` the provider's tokens carry; `issuer` when unset.
+    #[serde(default)]
+    pub jwks_issuer: Option<String>,
+    /// The `aud` the provider's tokens must name; `audience` when unset.
+    #[serde(default)]
+    pub jwks_audience: Option<String>,
+    /// How often the key set is fetched again, whatever the tokens name.
+    pub jwks_refresh: Period,
+    /// The least time between two fetches of the key set: a token naming an unknown `kid`
+    /// fetches it at most this often, however many such tokens arrive.
+    pub jwks_min_refetch: Period,
+    /// How long one fetch of the key set may take.
+    pub jwks_timeout: Period,
+}
+
+impl AuthSettings {
+    /// The key set's URL, when one is configured.
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.jwks_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The issuer the provider's tokens must carry.
+    pub fn jwks_issuer(&self) -> &str {
+        self.jwks_issuer.as_deref().unwrap_or(&self.issuer)
+    }
+
+    /// The audience the provider's tokens must name.
+    pub fn jwks_audience(&self) -> &str {
+        self.jwks_audience.as_deref().unwrap_or(&self.audience)
+    }
+
+    /// Refuses key-set settings that cannot work.
+    fn check_jwks(&self, development: bool) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let Some(url) = self.jwks_url() else {
+            if self.jwks_issuer.is_some() || self.jwks_audience.is_some() {
+                return invalid("auth.jwks_issuer and auth.jwks_audience need auth.jwks_url");
+            }
+            return Ok(());
+        };
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return invalid("auth.jwks_url must be an absolute http(s) URL");
+        };
+        match parsed.scheme() {
+            "https" => {}
+            // Keys fetched in the clear could be swapped on the way: only for development.
+            "http" if development => {}
+            "http" => {
+                return invalid(
+                    "auth.jwks_url must be https outside development (keys fetched in the \
+                     clear could be replaced on the way)",
+                )
+            }
+            _ => return invalid("auth.jwks_url must be an absolute http(s) URL"),
+        }
+        if parsed.host_str().is_none() {
+            return invalid("auth.jwks_url must name a host");
+        }
+        if self.jwks_issuer().trim().is_empty() || self.jwks_audience().trim().is_empty() {
+            return invalid("auth.jwks_issuer and auth.jwks_audience must not be empty");
+        }
+        if self.jwks_min_refetch.as_secs() == 0 || self.jwks_timeout.as_secs() == 0 {
+            return invalid("auth.jwks_min_refetch and auth.jwks_timeout must be at least PT1S");
+        }
+        if self.jwks_refresh < self.jwks_min_refetch {
+            return invalid("auth.jwks_refresh must be at least auth.jwks_min_refetch");
+        }
+        Ok(())
+    }
 }
 
 /// The command path.
@@ -476,6 +552,7 @@ impl Settings {
                 "auth.jwt_secret must not be empty".into(),
             ));
         }
+        self.auth.check_jwks(self.is_development())?;
         if !matches!(self.push.provider.as_str(), "log" | "fcm") {
             return Err(ConfigError::Invalid(format!(
                 "push.provider must be \"log\" or \"fcm\", not {:?}",
@@ -645,6 +722,77 @@ mod tests {
             env(&[("APPROVAL_LEDGER_APP__ENVIRONMENT", "production")]),
         );
         assert!(matches!(result, Err(ConfigError::Invalid(m)) if m.contains("jwt_secret")));
+    }
+
+    #[test]
+    fn a_key_set_is_optional_and_its_issuer_and_audience_default_to_the_hs256_ones(
+    ) -> Result<(), ConfigError> {
+        let s = Settings::load(None, env(&[]))?;
+        assert_eq!(s.auth.jwks_url(), None);
+        assert_eq!(s.auth.jwks_min_refetch, Period::from_secs(30));
+        let s = Settings::load(
+            None,
+            env(&[("APPROVAL_LEDGER_AUTH__JWKS_URL", "https://idp.example/keys")]),
+        )?;
+        assert_eq!(s.auth.jwks_url(), Some("https://idp.example/keys"));
+        assert_eq!(s.auth.jwks_issuer(), "approval-ledger");
+        assert_eq!(s.auth.jwks_audience(), "approval-mobile");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("APPROVAL_LEDGER_AUTH__JWKS_URL", "https://idp.example/keys"),
+                ("APPROVAL_LEDGER_AUTH__JWKS_ISSUER", "https://idp.example"),
+                ("APPROVAL_LEDGER_AUTH__JWKS_AUDIENCE", "api://ledger"),
+            ]),
+        )?;
+        assert_eq!(s.auth.jwks_issuer(), "https://idp.example");
+        assert_eq!(s.auth.jwks_audience(), "api://ledger");
+        let unset = Settings::load(None, env(&[("APPROVAL_LEDGER_AUTH__JWKS_URL", "")]))?;
+        assert_eq!(unset.auth.jwks_url(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_set_that_cannot_work_is_refused_at_start() {
+        let refused = |pairs: &[(&str, &str)]| matches!(Settings::load(None, env(pairs)), Err(ConfigError::Invalid(m)) if m.contains("auth.jwks"));
+        let url = ("APPROVAL_LEDGER_AUTH__JWKS_URL", "https://idp.example/keys");
+        assert!(refused(&[(
+            "APPROVAL_LEDGER_AUTH__JWKS_URL",
+            "idp.example/keys"
+        )]));
+        assert!(refused(&[(
+            "APPROVAL_LEDGER_AUTH__JWKS_URL",
+            "ftp://idp.example/keys"
+        )]));
+        assert!(refused(&[(
+            "APPROVAL_LEDGER_AUTH__JWKS_ISSUER",
+            "https://idp.example"
+        )]));
+        assert!(refused(&[
+            url,
+            ("APPROVAL_LEDGER_AUTH__JWKS_MIN_REFETCH", "PT0S")
+        ]));
+        assert!(refused(&[
+            url,
+            ("APPROVAL_LEDGER_AUTH__JWKS_REFRESH", "PT10S"),
+            ("APPROVAL_LEDGER_AUTH__JWKS_MIN_REFETCH", "PT1M"),
+        ]));
+        assert!(refused(&[
+            url,
+            ("APPROVAL_LEDGER_AUTH__JWKS_AUDIENCE", " ")
+        ]));
+        // Keys in the clear only in development.
+        assert!(refused(&[
+            ("APPROVAL_LEDGER_AUTH__JWKS_URL", "http://idp.example/keys"),
+            ("APPROVAL_LEDGER_APP__ENVIRONMENT", "production"),
+            (
+                "APPROVAL_LEDGER_AUTH__JWT_SECRET",
+                "a-real-secret-of-some-length"
+            ),
+            ("APPROVAL_LEDGER_SYSTEMS__HR__NAME", "HR"),
+            ("APPROVAL_LEDGER_SYSTEMS__HR__SECRET", "hr-secret-123"),
+            ("APPROVAL_LEDGER_SYSTEMS__HR__CALLBACK_URL", "http://hr/cb"),
+        ]));
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of jobs the scheduler took.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TakenLabels {
+    /// `handed` (made leased by a consumer of this process), `claimed` (from the table) or
+    /// `stale` (handed, but left to its lease for having too little of it left).
+    pub how: &'static str,
+}
+
 /// Labels of a timer's firing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TimerLabels {
@@ -133,6 +141,8 @@ pub struct Metrics {
     pub commit_to_push: Histogram,
     /// Delivery attempts by outcome.
     pub delivery_attempts: Family<DeliveryLabels, Counter>,
+    /// Jobs the scheduler took, by how.
+    pub deliveries_taken: Family<TakenLabels, Counter>,
     /// Dead letters now, by channel.
     pub dead_letters: Family<ChannelLabels, Gauge>,
     /// Timers fired, by kind and outcome.
@@ -259,6 +269,12 @@ impl Default for Metrics {
             "Callback and push attempts, by outcome",
             delivery_attempts.clone(),
         );
+        let deliveries_taken = Family::<TakenLabels, Counter>::default();
+        registry.register(
+            "deliveries_taken",
+            "Jobs the scheduler took: handed over already leased, claimed from the table, or left to their lease",
+            deliveries_taken.clone(),
+        );
         let dead_letters = Family::<ChannelLabels, Gauge>::default();
         registry.register(
             "dead_letters",
@@ -290,6 +306,7 @@ impl Default for Metrics {
             commit_to_callback,
             commit_to_push,
             delivery_attempts,
+            deliveries_taken,
             dead_letters,
             http_requests,
             http_duration,
@@ -349,6 +366,15 @@ impl Metrics {
         self.command_store_duration
             .get_or_create(&StepLabels { step })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts jobs the scheduler took (`handed`, `claimed`, `stale`).
+    pub fn taken(&self, how: &'static str, jobs: usize) {
+        if jobs > 0 {
+            self.deliveries_taken
+                .get_or_create(&TakenLabels { how })
+                .inc_by(jobs as u64);
+        }
     }
 
     /// Counts a delivery attempt's outcome.

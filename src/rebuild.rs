@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use approval_projections::absences::AbsencesProjection;
 use approval_projections::inbox::InboxProjection;
-use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{aside, Projection, ProjectionError, Schema};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -40,9 +39,7 @@ const SWAP_ATTEMPTS: u32 = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     /// No projection has this name.
-    #[error(
-        "no projection is named {0:?}; the projections are requests, inbox, lookup and absences"
-    )]
+    #[error("no projection is named {0:?}; the projections are requests, inbox and absences")]
     Unknown(String),
     /// The audit reader was named.
     #[error(
@@ -145,7 +142,6 @@ pub async fn rebuild(
     match name {
         RequestsProjection::NAME => run(pool, RequestsProjection::new, batch_size, progress).await,
         InboxProjection::NAME => run(pool, InboxProjection::new, batch_size, progress).await,
-        LookupProjection::NAME => run(pool, LookupProjection::new, batch_size, progress).await,
         AbsencesProjection::NAME => run(pool, AbsencesProjection::new, batch_size, progress).await,
         AuditReader::NAME => Err(RebuildError::Audit),
         other => Err(RebuildError::Unknown(other.to_owned())),

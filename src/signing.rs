@@ -27,14 +27,69 @@ pub struct Claims {
     pub iat: i64,
     /// Issuer.
     pub iss: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: one, or several (identity providers send both forms).
+    pub aud: Audience,
     /// `auditor`, `admin`.
     #[serde(default)]
     pub roles: Vec<String>,
     /// The groups the person is in: they may decide steps that name them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+}
+
+/// A token's `aud`: RFC 7519 allows one string or an array of them, and providers send both.
+/// Written back as it was read; `issue_token` writes one string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "approval-mobile"`.
+    One(String),
+    /// `"aud": ["approval-mobile", "other"]`.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is among the token's.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(one) => one == audience,
+            Self::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    // By hand rather than `untagged`: that buffers the value first, on every token checked.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Audience;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Audience, E> {
+                Ok(Audience::One(value.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Audience, E> {
+                Ok(Audience::One(value))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut many = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(one) = seq.next_element::<String>()? {
+                    many.push(one);
+                }
+                Ok(Audience::Many(many))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Signs a token for `user` with `roles`, valid for `ttl_secs`.
@@ -61,7 +116,7 @@ pub fn issue_token_with_groups(
         exp: now + ttl_secs,
         iat: now,
         iss: auth.issuer.clone(),
-        aud: auth.audience.clone(),
+        aud: Audience::One(auth.audience.clone()),
         roles: roles.to_vec(),
         groups: groups.to_vec(),
     };
@@ -122,5 +177,23 @@ mod tests {
             &format!("v1=00, {sig}")
         ));
         assert!(!verifies("secret", 1_700_000_001, b"{}", &sig));
+    }
+
+    #[test]
+    fn an_audience_is_read_as_a_string_or_an_array_and_written_as_it_was_read(
+    ) -> Result<(), serde_json::Error> {
+        let one: Audience = serde_json::from_str(r#""approval-mobile""#)?;
+        assert_eq!(one, Audience::One("approval-mobile".into()));
+        assert!(one.contains("approval-mobile"));
+        let many: Audience = serde_json::from_str(r#"["api://ledger", "approval-mobile"]"#)?;
+        assert!(many.contains("approval-mobile") && !many.contains("other"));
+        assert_eq!(serde_json::to_string(&one)?, r#""approval-mobile""#);
+        assert_eq!(
+            serde_json::to_string(&many)?,
+            r#"["api://ledger","approval-mobile"]"#
+        );
+        assert!(serde_json::from_str::<Audience>("3").is_err());
+        assert!(serde_json::from_str::<Audience>("[3]").is_err());
+        Ok(())
     }
 }

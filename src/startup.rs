@@ -9,7 +9,6 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
-use approval_projections::lookup::LookupProjection;
 use approval_projections::requests::RequestsProjection;
 use approval_projections::{ReadModel, Schema};
 use sqlx::PgPool;
@@ -49,10 +48,9 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 4] = [
+pub const PROJECTIONS: [&str; 3] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,
-    LookupProjection::NAME,
     approval_projections::absences::AbsencesProjection::NAME,
 ];
 
@@ -327,10 +325,16 @@ impl Application {
                 Some(signal.subscribe()),
                 &stop,
             ));
+            let auth = http::auth::Authenticator::new(&settings)
+                .context("cannot build the client of the identity provider's key set")?;
+            if let Some(jwks) = auth.jwks() {
+                // In the background: a provider that is down must not keep the API from starting.
+                tasks.push(tokio::spawn(jwks.clone().keep_fresh(stop.clone())));
+            }
             let state = web::Data::new(AppState {
                 ledger: ledger.clone(),
                 pool: pool.clone(),
-                auth: http::auth::Authenticator::new(&settings),
+                auth,
                 limits: Limits {
                     body: settings.http.body_limit,
                     bulk: settings.http.bulk_limit,

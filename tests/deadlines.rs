@@ -443,3 +443,58 @@ async fn the_openapi_document_names_the_deadlines_fields() {
         }
     }
 }
+
+/// Each timer row of the store with the transaction that last wrote it.
+async fn timer_rows(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT timer, xmin::text FROM rm_timers ORDER BY timer")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_leaves_the_timers_as_they_were_does_not_rewrite_them() {
+    let app = TestApp::spawn().await;
+    let due_at = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let id = app
+        .submit_ok(&json!({
+            "external_ref": "PO-TIMERS",
+            "kind": "purchase_order",
+            "title": "PO-TIMERS: two of three",
+            "requester": "dina",
+            "due_at": due_at,
+            "steps": [{"approvers": ["alice", "bob", "carol"], "rule": {"at_least": 2},
+                       "due_in": "P1D"},
+                      {"approvers": ["erin"], "rule": "any", "due_in": "P1D"}]
+        }))
+        .await;
+    let first = timer_rows(&app).await;
+    assert!(
+        first.iter().any(|(t, _)| t.starts_with("expiry")),
+        "{first:?}"
+    );
+    assert!(
+        first.len() >= 2,
+        "the expiry and the first step's: {first:?}"
+    );
+
+    // One approval of two: same step, same deadlines: the rows stay as written.
+    assert_eq!(app.approve("alice", &id).await.status(), StatusCode::OK);
+    assert_eq!(timer_rows(&app).await, first);
+
+    // The step completes: the next step's timers replace the first's; the expiry stays.
+    assert_eq!(app.approve("bob", &id).await.status(), StatusCode::OK);
+    let second = timer_rows(&app).await;
+    assert_ne!(second, first);
+    let expiry =
+        |rows: &[(String, String)]| rows.iter().find(|(t, _)| t.starts_with("expiry")).cloned();
+    assert_eq!(
+        expiry(&second),
+        expiry(&first),
+        "the expiry row was left alone"
+    );
+
+    // Approved: no timers left.
+    assert_eq!(app.approve("erin", &id).await.status(), StatusCode::OK);
+    assert_eq!(timers_left(&app).await, 0);
+}

@@ -152,6 +152,21 @@ async fn a_decision_reaches_the_legacy_system_signed_and_phones_get_their_pushes
         "{metrics}"
     );
     assert!(metrics.contains("approval_ledger_commit_to_publish_seconds_count"));
+    // The pushes were made leased and handed to the scheduler (no claim); the callback, whose
+    // order per request the claim decides, was claimed.
+    let taken = |how: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "approval_ledger_deliveries_taken_total{{how=\"{how}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(taken("handed") >= 3, "{metrics}");
+    assert!(taken("claimed") >= 1, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,8 +273,8 @@ async fn checkpoint(pool: &sqlx::PgPool, name: &str) -> (Position, chrono::DateT
     (Position { tx_id, global_id }, updated_at)
 }
 
-async fn lookup_rows(pool: &sqlx::PgPool) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_lookup")
+async fn request_rows(pool: &sqlx::PgPool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_requests")
         .fetch_one(pool)
         .await
         .unwrap();
@@ -287,32 +287,32 @@ async fn lookup_rows(pool: &sqlx::PgPool) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_runner_left_them() {
     use approval_ledger::feed::checkpoints;
-    use approval_projections::lookup::LookupProjection;
+    use approval_projections::requests::RequestsProjection;
     use approval_projections::{Projection, Schema};
     use std::collections::BTreeMap;
 
     let (_db_guard, pool, feed) = migrated().await;
     let states = StatesQuery::new(&[]);
-    let lookup = LookupProjection::new(&Schema::live());
+    let requests = RequestsProjection::new(&Schema::live());
     let mut conn = pool.acquire().await.unwrap();
     append(&mut conn, "A", "ann").await;
     let (batch, _) = read_until(&feed, &mut conn, &states, 1).await;
     let last = batch.events[0].position;
-    checkpoints::load(&mut conn, LookupProjection::NAME)
+    checkpoints::load(&mut conn, RequestsProjection::NAME)
         .await
         .unwrap();
-    let (start, written) = checkpoint(&pool, LookupProjection::NAME).await;
+    let (start, written) = checkpoint(&pool, RequestsProjection::NAME).await;
     assert_eq!(start, Position::START);
-    let at = BTreeMap::from([(LookupProjection::NAME.to_owned(), start)]);
+    let at = BTreeMap::from([(RequestsProjection::NAME.to_owned(), start)]);
     let run = |expected: BTreeMap<String, Position>, when: chrono::DateTime<chrono::Utc>| {
         let mut write = checkpoints::gated_move(
             &expected,
-            &BTreeMap::from([(LookupProjection::NAME.to_owned(), when)]),
+            &BTreeMap::from([(RequestsProjection::NAME.to_owned(), when)]),
             last,
         )
         .unwrap()
         .expect("a time for every checkpoint");
-        assert!(lookup
+        assert!(requests
             .write(&mut write, &batch.events, LoadedStates::new())
             .unwrap());
         write
@@ -324,36 +324,36 @@ async fn a_batch_in_one_statement_writes_only_when_the_checkpoints_are_as_this_r
         .await
         .unwrap();
     assert!(!held);
-    assert_eq!(found[LookupProjection::NAME].position, start);
-    assert_eq!(lookup_rows(&pool).await, 0);
+    assert_eq!(found[RequestsProjection::NAME].position, start);
+    assert_eq!(request_rows(&pool).await, 0);
     assert_eq!(
-        checkpoint(&pool, LookupProjection::NAME).await,
+        checkpoint(&pool, RequestsProjection::NAME).await,
         (start, written)
     );
 
     // Moved by another instance: the same, and the positions found say where it stands.
-    let ahead = BTreeMap::from([(LookupProjection::NAME.to_owned(), last)]);
+    let ahead = BTreeMap::from([(RequestsProjection::NAME.to_owned(), last)]);
     let (found, held) = checkpoints::run_gated(&mut conn, run(ahead, written))
         .await
         .unwrap();
     assert!(!held);
-    assert_eq!(found[LookupProjection::NAME].position, start);
-    assert_eq!(lookup_rows(&pool).await, 0);
+    assert_eq!(found[RequestsProjection::NAME].position, start);
+    assert_eq!(request_rows(&pool).await, 0);
 
     // As this runner left it: moved and written together.
     let (found, held) = checkpoints::run_gated(&mut conn, run(at, written))
         .await
         .unwrap();
     assert!(held);
-    let (now_at, rewritten) = checkpoint(&pool, LookupProjection::NAME).await;
+    let (now_at, rewritten) = checkpoint(&pool, RequestsProjection::NAME).await;
     assert_eq!(now_at, last);
-    assert_eq!(found[LookupProjection::NAME].written, rewritten);
+    assert_eq!(found[RequestsProjection::NAME].written, rewritten);
     assert!(rewritten > written);
-    assert_eq!(lookup_rows(&pool).await, 1);
+    assert_eq!(request_rows(&pool).await, 1);
 
     // A time missing for a checkpoint: no statement at all.
     assert!(checkpoints::gated_move(
-        &BTreeMap::from([(LookupProjection::NAME.to_owned(), last)]),
+        &BTreeMap::from([(RequestsProjection::NAME.to_owned(), last)]),
         &BTreeMap::new(),
         last
     )

@@ -122,6 +122,10 @@ struct CpuClock {
     /// Transactions committed and rolled back in this database so far (every statement outside
     /// a transaction is one), as PostgreSQL's statistics show them (flushed about every second).
     transactions: Option<i64>,
+    /// Rows inserted, updated and deleted in this database's tables so far (the same
+    /// statistics, so the same lag), in all and by table.
+    rows_written: Option<i64>,
+    rows_by_table: HashMap<String, [i64; 3]>,
 }
 
 impl CpuClock {
@@ -143,9 +147,23 @@ impl CpuClock {
         .await
         .ok()
         .flatten();
+        let by_table: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        let rows_written = (!by_table.is_empty())
+            .then(|| by_table.iter().map(|(_, i, u, d)| i + u + d).sum::<i64>());
+        let rows_by_table = by_table
+            .into_iter()
+            .map(|(table, i, u, d)| (table, [i, u, d]))
+            .collect();
         let own = std::process::id();
         let mut clock = Self {
             transactions: transactions.map(|(n,)| n),
+            rows_written,
+            rows_by_table,
             service: service_pid.and_then(cpu_seconds),
             loadgen: cpu_seconds(own),
             machine: machine_seconds(),
@@ -203,6 +221,24 @@ impl CpuClock {
             transactions: match (self.transactions, later.transactions) {
                 (Some(a), Some(b)) => Some((b - a) as f64 / n),
                 _ => None,
+            },
+            rows_written: match (self.rows_written, later.rows_written) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
+            rows_by_table: {
+                let mut rows: Vec<(String, [f64; 3])> = later
+                    .rows_by_table
+                    .iter()
+                    .map(|(table, after)| {
+                        let before = self.rows_by_table.get(table).copied().unwrap_or_default();
+                        let per = |k: usize| (after[k] - before[k]) as f64 / n;
+                        (table.clone(), [per(0), per(1), per(2)])
+                    })
+                    .filter(|(_, r)| r.iter().sum::<f64>() >= 0.05)
+                    .collect();
+                rows.sort_by(|a, b| b.1.iter().sum::<f64>().total_cmp(&a.1.iter().sum::<f64>()));
+                rows
             },
         };
         cost.rest_ms = cost.machine_ms.map(|busy| busy - cost.known_ms());

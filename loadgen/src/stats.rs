@@ -143,6 +143,12 @@ pub struct CpuCost {
     /// Database transactions per command (each statement outside a transaction is one).
     #[serde(default)]
     pub transactions: Option<f64>,
+    /// Table rows inserted, updated or deleted per command, in the benchmark's database.
+    #[serde(default)]
+    pub rows_written: Option<f64>,
+    /// The same by table (inserted, updated, deleted), most written first.
+    #[serde(default)]
+    pub rows_by_table: Vec<(String, [f64; 3])>,
 }
 
 impl CpuCost {
@@ -188,7 +194,7 @@ impl CpuCost {
     fn split(&self, name: &str) -> String {
         let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.3}"));
         format!(
-            "| {name:<14} | {:>7} | {:>6} | {:>8} | {:>8} | {:>8} | {:>7} | {:>5} | {:>5} | {:>7} | {:>5} | {:>5} |",
+            "| {name:<14} | {:>7} | {:>6} | {:>8} | {:>8} | {:>8} | {:>7} | {:>5} | {:>5} | {:>7} | {:>5} | {:>5} | {:>5} |",
             v(self.machine_ms),
             v(self.system_ms()),
             v(self.service_ms),
@@ -200,6 +206,8 @@ impl CpuCost {
             v(self.rest_ms),
             v(self.idle_ms),
             self.transactions
+                .map_or_else(|| "n/a".to_owned(), |t| format!("{t:.1}")),
+            self.rows_written
                 .map_or_else(|| "n/a".to_owned(), |t| format!("{t:.1}")),
         )
     }
@@ -374,14 +382,31 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
     out.push(String::new());
     out.push(
         "CPU ms per command, every process (machine = all of them: the busy time of every core; \
-         system = the service, pg: this, rabbitmq, loadgen and fakes; tx = database transactions)"
+         system = the service, pg: this, rabbitmq, loadgen and fakes; tx = database transactions, rows = table rows written)"
             .to_owned(),
     );
-    out.push("| phase          | machine | system | service  | pg: this | pg: rest | rabbitmq | loadgen | fakes | rest    | idle  | tx    |".to_owned());
-    out.push("|----------------|--------:|-------:|---------:|---------:|---------:|--------:|------:|------:|--------:|------:|------:|".to_owned());
+    out.push("| phase          | machine | system | service  | pg: this | pg: rest | rabbitmq | loadgen | fakes | rest    | idle  | tx    | rows  |".to_owned());
+    out.push("|----------------|--------:|-------:|---------:|---------:|---------:|--------:|------:|------:|--------:|------:|------:|------:|".to_owned());
     out.push(f.cpu.split(&format!("{:.0}/s", f.rate)));
     for level in &results.saturation {
         out.push(level.cpu.split(&format!("{} in flight", level.concurrency)));
+    }
+    if let Some(best) = results.best.as_ref() {
+        let tables: Vec<String> = best
+            .cpu
+            .rows_by_table
+            .iter()
+            .map(|(table, [i, u, d])| format!("{table} {i:.2}/{u:.2}/{d:.2}"))
+            .collect();
+        out.push(format!(
+            "rows written per command at {} in flight, by table (inserted/updated/deleted): {}",
+            best.concurrency,
+            if tables.is_empty() {
+                "n/a".to_owned()
+            } else {
+                tables.join(", ")
+            }
+        ));
     }
     let throughput = results.best.as_ref().map(|b| b.throughput);
     let ratio = match (throughput, pg_tps) {
@@ -401,7 +426,7 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
     out.push(format!(
-        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={} timer_lag_p99_ms={}",
+        "bench: throughput={} pg_ceiling={} ratio={} p99_ms={} push_p99_ms={} callback_p99_ms={} inbox_p99_ms={} rss_mb={} machine_ms_per_cmd={} service_ms_per_cmd={} system_ms_per_cmd={} tx_per_cmd={} timer_lag_p99_ms={} rows_per_cmd={}",
         num(throughput, 0),
         num(pg_tps, 0),
         num(ratio, 2),
@@ -415,6 +440,7 @@ pub fn report(results: &Results, pg_tps: Option<f64>, rss_mb: Option<f64>) -> St
         num(results.best.as_ref().and_then(|b| b.cpu.system_ms()), 2),
         num(results.best.as_ref().and_then(|b| b.cpu.transactions), 1),
         num(results.timers.p99_ms, 1),
+        num(results.best.as_ref().and_then(|b| b.cpu.rows_written), 1),
     ));
     out.join("\n")
 }

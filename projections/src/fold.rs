@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use approval_aggregates::{ApprovalRequest, Request};
+use approval_aggregates::{ApprovalRequest, Request, Timer};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ pub struct Folded {
     pub changed: Vec<Uuid>,
     /// The indexes (into the batch) of the events that were applied.
     pub applied: Vec<usize>,
+    /// The timers each changed request with deadlines set before the batch (kept only when
+    /// asked for, by [`fold_batch_keeping_timers`]; a request new in the batch has none).
+    pub timers_before: HashMap<Uuid, Vec<Timer>>,
 }
 
 /// The stored states of the requests of `events`, read through `conn` from `table` (a
@@ -45,6 +48,22 @@ pub async fn read_states(
 /// Folds the batch into `stored`, the stored states of its requests (a request missing from
 /// them has none yet).
 pub fn fold_batch(events: &[FeedEvent], stored: LoadedStates) -> Result<Folded, ProjectionError> {
+    fold(events, stored, false)
+}
+
+/// [`fold_batch`], keeping [`Folded::timers_before`] too.
+pub fn fold_batch_keeping_timers(
+    events: &[FeedEvent],
+    stored: LoadedStates,
+) -> Result<Folded, ProjectionError> {
+    fold(events, stored, true)
+}
+
+fn fold(
+    events: &[FeedEvent],
+    stored: LoadedStates,
+    keep_timers: bool,
+) -> Result<Folded, ProjectionError> {
     let mut folded = Folded::default();
     let mut touched = HashSet::new();
     for (id, state) in stored {
@@ -61,11 +80,16 @@ pub fn fold_batch(events: &[FeedEvent], stored: LoadedStates) -> Result<Folded, 
         };
         let seen = aggregate.request.as_ref().map_or(0, |r| r.version);
         if u64::try_from(event.sequence).unwrap_or(0) > seen {
-            aggregate.fold(event.event.clone());
-            folded.applied.push(index);
             if touched.insert(id) {
                 folded.changed.push(id);
+                if let Some(before) = aggregate.request.as_ref().filter(|_| keep_timers) {
+                    if before.has_deadlines() {
+                        folded.timers_before.insert(id, before.timers());
+                    }
+                }
             }
+            aggregate.fold(event.event.clone());
+            folded.applied.push(index);
         }
         if let Some(request) = aggregate.request {
             folded.states.insert(id, request);

@@ -10,7 +10,8 @@
 //!   the same writes as parts of one statement, which can also move the checkpoints.
 //! - [`requests`]: the request detail (the folded aggregate state) and its timeline.
 //! - [`inbox`]: what awaits each person at the current step, delegates included.
-//! - [`lookup`]: a system's reference to its request, for reconciliation.
+//! - [`lookup`]: a system's reference to its request, for reconciliation (a query of
+//!   [`requests`]'s table, by the id the reference derives).
 //! - [`absences`]: every person's absences and deputies, and the queries that follow chains of
 //!   deputies.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
@@ -181,8 +182,6 @@ pub enum ReadModel {
     Requests(requests::RequestsProjection),
     /// The inbox.
     Inbox(inbox::InboxProjection),
-    /// The lookup by system and reference.
-    Lookup(lookup::LookupProjection),
     /// People's absences and deputies.
     Absences(absences::AbsencesProjection),
 }
@@ -193,7 +192,6 @@ impl ReadModel {
         vec![
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
-            Self::Lookup(lookup::LookupProjection::new(schema)),
             Self::Absences(absences::AbsencesProjection::new(schema)),
         ]
     }
@@ -204,7 +202,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
-            Self::Lookup(p) => p.name(),
             Self::Absences(p) => p.name(),
         }
     }
@@ -213,7 +210,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
-            Self::Lookup(p) => p.tables(),
             Self::Absences(p) => p.tables(),
         }
     }
@@ -227,7 +223,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
-            Self::Lookup(p) => p.write(write, events, states),
             Self::Absences(p) => p.write(write, events, states),
         }
     }
@@ -236,7 +231,6 @@ impl Projection for ReadModel {
         match self {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
-            Self::Lookup(p) => p.state_table(),
             Self::Absences(p) => p.state_table(),
         }
     }

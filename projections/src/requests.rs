@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::fold::fold_batch;
+use crate::fold::fold_batch_keeping_timers;
 use crate::write::BatchWrite;
 use crate::{FeedEvent, LoadedStates, Projection, ProjectionError, Schema};
 
@@ -44,22 +44,22 @@ impl RequestsProjection {
                      updated_at = EXCLUDED.updated_at, due_at = EXCLUDED.due_at, \
                      step_due_at = EXCLUDED.step_due_at"
             ),
-            // The timers of the changed requests that have deadlines: the ones they set now
-            // upserted, the rest of theirs (fired, or no longer applying) removed. The DELETE
-            // sees the table as it was before the statement and spares the rows just upserted.
+            // The timers of the requests whose timers changed: the ones they set now upserted
+            // ($1: those requests; $2.. the timers), a row that holds already the same left as
+            // it is, the rest of theirs (fired, or no longer applying) removed.
             write_timers: format!(
-                "INSERT INTO {timers} (request_id, timer, kind, rank, fire_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], \
-                     $5::timestamptz[]) WHERE {{gate}} \
+                "INSERT INTO {timers} AS old (request_id, timer, kind, rank, fire_at) \
+                 SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int2[], \
+                     $6::timestamptz[]) WHERE {{gate}} \
                  ON CONFLICT (request_id, timer) DO UPDATE SET kind = EXCLUDED.kind, \
                      rank = EXCLUDED.rank, fire_at = EXCLUDED.fire_at \
-                 RETURNING request_id, timer"
+                 WHERE (old.kind, old.rank, old.fire_at) \
+                     IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.rank, EXCLUDED.fire_at)"
             ),
-            // $1: the changed requests that have deadlines.
             write_timers_gone: format!(
                 "DELETE FROM {timers} AS old WHERE old.request_id = ANY($1) AND {{gate}} \
                      AND (old.request_id, old.timer) NOT IN \
-                         (SELECT request_id, timer FROM requests_timers)"
+                         (SELECT * FROM UNNEST($2::uuid[], $3::text[]))"
             ),
             write_timeline: format!(
                 "INSERT INTO {timeline} (request_id, sequence, event_id, event_type, actor, \
@@ -147,7 +147,7 @@ impl Projection for RequestsProjection {
         events: &[FeedEvent],
         states: LoadedStates,
     ) -> Result<bool, ProjectionError> {
-        let folded = fold_batch(events, states)?;
+        let folded = fold_batch_keeping_timers(events, states)?;
         if folded.changed.is_empty() {
             return Ok(true);
         }
@@ -170,16 +170,23 @@ impl Projection for RequestsProjection {
             rows.due_at.push(r.due_at);
             rows.step_due_at
                 .push(r.open_step().and_then(|step| step.due_at));
-            // Requests without deadlines (most) never set a timer: nothing to write for them.
-            if r.has_deadlines() {
-                timers.timed.push(*id);
-                for timer in r.timers() {
-                    timers.request_id.push(*id);
-                    timers.timer.push(timer.key());
-                    timers.kind.push(timer.kind.name());
-                    timers.rank.push(timer.kind.rank());
-                    timers.fire_at.push(timer.fire_at);
-                }
+            // Requests without deadlines (most) never set a timer, and most events of those
+            // with deadlines leave their timers as they were (an approval within a step, say):
+            // nothing to write for them.
+            if !r.has_deadlines() {
+                continue;
+            }
+            let now = r.timers();
+            if folded.timers_before.get(id).map_or(&[][..], Vec::as_slice) == now.as_slice() {
+                continue;
+            }
+            timers.timed.push(*id);
+            for timer in now {
+                timers.request_id.push(*id);
+                timers.timer.push(timer.key());
+                timers.kind.push(timer.kind.name());
+                timers.rank.push(timer.kind.rank());
+                timers.fire_at.push(timer.fire_at);
             }
         }
 
@@ -212,16 +219,15 @@ impl Projection for RequestsProjection {
         write.bind(&rows.step_due_at)?;
         write.cte("requests_states", &self.write_states, before);
         if !timers.timed.is_empty() {
-            let timed_at = write.bound();
-            write.bind(&timers.timed)?;
             let before = write.bound();
+            write.bind(&timers.timed)?;
             write.bind(&timers.request_id)?;
             write.bind(&timers.timer)?;
             write.bind(&timers.kind)?;
             write.bind(&timers.rank)?;
             write.bind(&timers.fire_at)?;
             write.cte("requests_timers", &self.write_timers, before);
-            write.cte("requests_timers_gone", &self.write_timers_gone, timed_at);
+            write.cte("requests_timers_gone", &self.write_timers_gone, before);
         }
         let before = write.bound();
         write.bind(&t.request_id)?;

@@ -5,6 +5,7 @@
 //! - [`push`]: turns new inbox items and final statuses into push jobs for people's devices.
 //! - [`scheduler`]: sends due jobs, retries with growing delays, dead-letters what cannot go.
 //! - [`sweep`]: the safety net: makes the jobs of events the work queues never delivered.
+//! - [`handoff`]: how the consumers wake the scheduler, and hand it push jobs already leased.
 //!
 //! A consumer takes the messages it has at hand as one batch (up to its prefetch), so that a
 //! busy queue costs a few statements per batch rather than per message. It acknowledges a batch
@@ -25,7 +26,6 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{FieldTable, ShortString};
 use sqlx::PgConnection;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -35,10 +35,13 @@ use crate::feed::{FeedError, FeedEvent};
 use crate::shutdown::pause;
 use crate::store::events;
 
+pub mod handoff;
 pub mod legacy_sync;
 pub mod push;
 pub mod scheduler;
 pub mod sweep;
+
+pub use handoff::JobSignal;
 
 /// Why a message could not be handled.
 #[derive(Debug, thiserror::Error)]
@@ -175,22 +178,6 @@ impl Histories {
             .ok_or_else(|| {
                 HandlerError::Permanent("the event is not in this ledger's store".into())
             })
-    }
-}
-
-/// Wakes the scheduler when jobs were created in this process.
-#[derive(Clone, Default)]
-pub struct JobSignal(Arc<Notify>);
-
-impl JobSignal {
-    /// New jobs are due.
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    /// Waits for new jobs.
-    pub async fn notified(&self) {
-        self.0.notified().await;
     }
 }
 

@@ -4,6 +4,8 @@
 //! one push job per registered device of theirs. Who that is comes from folding the request's events with the
 //! aggregate's own code, before and after the event.
 
+use std::time::{Duration, Instant};
+
 use approval_aggregates::{
     is_final_type, ApprovalEvent, ApprovalRequest, Reminder, Status, UserId,
 };
@@ -13,6 +15,7 @@ use sqlx::PgPool;
 use crate::broker::Envelope;
 use crate::feed::interest::Interest;
 use crate::feed::FeedEvent;
+use crate::handlers::handoff::Room;
 use crate::handlers::{Handler, HandlerError, Histories, JobSignal};
 use crate::store::deliveries::{self, Channel, NewJob};
 use crate::store::devices;
@@ -256,8 +259,18 @@ impl Handler for Push {
                 });
             }
         }
-        let created = deliveries::create(&mut *conn, &jobs).await?;
-        if created > 0 {
+        // What the scheduler of this process has room for is made leased and handed to it
+        // (no claim needed); the rest waits in the table to be claimed.
+        let room = self.jobs.room().unwrap_or(Room {
+            jobs: 0,
+            lease: Duration::ZERO,
+        });
+        let (leased, claimable) = jobs.split_at(room.jobs.min(jobs.len()));
+        let since = Instant::now();
+        let handed = deliveries::create_leased(&mut *conn, leased, room.lease).await?;
+        let created = handed.len() as u64 + deliveries::create(&mut *conn, claimable).await?;
+        self.jobs.hand(handed, room.lease, since);
+        if created > 0 && !claimable.is_empty() {
             self.jobs.notify();
         }
         Ok(created)

@@ -1,5 +1,6 @@
-//! The job scheduler: claims due deliveries (with a lease, so a crashed worker's jobs come back),
-//! sends them, and records the outcome.
+//! The job scheduler: sends the push jobs this process's consumer handed over already leased,
+//! claims the other due deliveries (with a lease, so a crashed worker's jobs come back), sends
+//! them, and records the outcome.
 //!
 //! | answer | callback | push (`fcm`) |
 //! |---|---|---|
@@ -88,68 +89,81 @@ impl Scheduler {
         };
         let this = Arc::new(self);
         let idle = Duration::from_millis(this.settings.poll_interval_ms);
-        // A claimed job is leased for the call's timeout and a margin.
-        let lease = (this.settings.timeout_ms as f64 / 1000.0) + 5.0;
+        // A job is leased for the call's timeout and a margin; a handed-over one is sent only
+        // while its lease outlasts a whole call.
+        let call = Duration::from_millis(this.settings.timeout_ms);
+        let lease = call + Duration::from_secs(5);
+        let enough_left = call + Duration::from_secs(1);
         let slots = Arc::new(Semaphore::new(this.settings.concurrency));
         let (outcomes, recorded) =
             mpsc::channel::<deliveries::Recorded>(this.settings.concurrency * 4);
         let recorder = tokio::spawn(this.clone().record_batches(recorded));
+        let _open = this.jobs.open(this.settings.concurrency * 2, lease);
+        // Whether the table may hold due jobs: at the start, after a wake-up for jobs made to be
+        // claimed, after a full claim, and every `idle` whatever else happens (retries fall due
+        // without a wake-up).
+        let mut claim_due = true;
+        let mut next_poll = tokio::time::Instant::now() + idle;
         while !stop.is_cancelled() {
             let free = slots.available_permits();
             if free == 0 {
-                // Wait for a slot (or stop) rather than claim jobs nobody can send yet.
+                // Wait for a slot (or stop) rather than take jobs nobody can send yet.
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     permit = slots.clone().acquire_owned() => drop(permit),
                 }
                 continue;
             }
-            let jobs = match deliveries::claim(&this.pool, free as i64, lease).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim deliveries");
-                    pause(&stop, idle).await;
-                    continue;
-                }
-            };
-            // Fewer than asked for: none other is due now, so wait for new jobs (a wake-up
-            // sent meanwhile is kept) rather than claim again at once for nothing.
-            let drained = jobs.len() < free;
-            for job in jobs {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let (this, client, outcomes) = (this.clone(), client.clone(), outcomes.clone());
-                // One span per delivery attempt, so its log lines name the event and request.
-                let span = tracing::info_span!(
-                    "delivery",
-                    job = job.id,
-                    channel = job.channel().as_str(),
-                    event_id = %job.event_id,
-                    request = %job.request_id,
-                    attempt = job.attempts,
-                );
-                tokio::spawn(
-                    async move {
-                        let outcome = this.attempt(&client, &job).await;
-                        let recorded = this.judge(&job, outcome);
-                        // The recorder outlives every sender; a closed channel only means
-                        // stopping, and the lease brings the job back.
-                        let _ = outcomes.send(recorded).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
+            let (handed, stale) = this.jobs.take(free, enough_left);
+            if stale > 0 {
+                tracing::info!(
+                    jobs = stale,
+                    "handed-over jobs waited too long; left to their lease"
                 );
             }
-            if drained {
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = this.jobs.notified() => {
-                        // Let the jobs of the other messages in flight join the next claim.
-                        pause(&stop, CLAIM_LINGER).await;
-                    }
-                    _ = tokio::time::sleep(idle) => {}
+            let took = handed.len();
+            this.metrics.taken("handed", took);
+            this.metrics.taken("stale", stale);
+            this.send_all(handed, &slots, &client, &outcomes).await;
+            if took == free {
+                continue;
+            }
+            if tokio::time::Instant::now() >= next_poll {
+                claim_due = true;
+            }
+            if claim_due {
+                next_poll = tokio::time::Instant::now() + idle;
+                let want = free - took;
+                let jobs =
+                    match deliveries::claim(&this.pool, want as i64, lease.as_secs_f64()).await {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot claim deliveries");
+                            pause(&stop, idle).await;
+                            continue;
+                        }
+                    };
+                // Fewer than asked for: none other is due now, so wait for new jobs (a wake-up
+                // sent meanwhile is kept) rather than claim again at once for nothing.
+                claim_due = jobs.len() == want;
+                this.metrics.taken("claimed", jobs.len());
+                this.send_all(jobs, &slots, &client, &outcomes).await;
+                if claim_due {
+                    continue;
                 }
+            }
+            if took > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = this.jobs.notified() => {
+                    // Let the jobs of the other messages in flight join the next claim.
+                    pause(&stop, CLAIM_LINGER).await;
+                    claim_due = true;
+                }
+                _ = this.jobs.handed() => {}
+                _ = tokio::time::sleep_until(next_poll) => claim_due = true,
             }
         }
         // Let the calls in flight finish and be recorded.
@@ -159,6 +173,43 @@ impl Scheduler {
         drop(outcomes);
         if let Err(e) = recorder.await {
             tracing::warn!(error = %e, "the delivery recorder ended badly");
+        }
+    }
+
+    /// Sends each of `jobs` in a task of its own as slots free up; each outcome goes to the
+    /// recorder.
+    async fn send_all(
+        self: &Arc<Self>,
+        jobs: Vec<Job>,
+        slots: &Arc<Semaphore>,
+        client: &reqwest::Client,
+        outcomes: &mpsc::Sender<deliveries::Recorded>,
+    ) {
+        for job in jobs {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (this, client, outcomes) = (self.clone(), client.clone(), outcomes.clone());
+            // One span per delivery attempt, so its log lines name the event and request.
+            let span = tracing::info_span!(
+                "delivery",
+                job = job.id,
+                channel = job.channel().as_str(),
+                event_id = %job.event_id,
+                request = %job.request_id,
+                attempt = job.attempts,
+            );
+            tokio::spawn(
+                async move {
+                    let outcome = this.attempt(&client, &job).await;
+                    let recorded = this.judge(&job, outcome);
+                    // The recorder outlives every sender; a closed channel only means
+                    // stopping, and the lease brings the job back.
+                    let _ = outcomes.send(recorded).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     }
 

@@ -78,7 +78,7 @@ impl Modify for Security {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "HS256 JWT; sub is the user id; exp, iss, aud are checked",
+                        "A JWT: HS256 with auth.jwt_secret, or RS256/ES256 from the provider at auth.jwks_url; sub is the user id; exp, iss, aud are checked; roles and groups are read from its claims",
                     ))
                     .build(),
             ),

@@ -83,6 +83,22 @@ impl Job {
     pub fn channel(&self) -> Channel {
         Channel::parse(&self.channel_name)
     }
+
+    /// A push job of no event, for tests of code that only moves jobs around.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: i64) -> Self {
+        Self {
+            id,
+            channel_name: "push".into(),
+            event_id: Uuid::nil(),
+            request_id: Uuid::nil(),
+            sequence: 1,
+            target: String::new(),
+            body: Value::Null,
+            attempts: 1,
+            committed_at: DateTime::<Utc>::MIN_UTC,
+        }
+    }
 }
 
 /// Which of `event_ids` have jobs, on which channel.
@@ -108,8 +124,30 @@ pub async fn create(
     executor: impl sqlx::PgExecutor<'_>,
     jobs: &[NewJob],
 ) -> Result<u64, sqlx::Error> {
+    Ok(insert(executor, jobs, None).await?.len() as u64)
+}
+
+/// Creates the jobs that do not exist yet already leased for `lease` (their first attempt
+/// counted), for a scheduler of this process to send without claiming them; returns the new ones
+/// as claimed jobs. One that already existed (a redelivered message's) is not returned: whoever
+/// made it sends it.
+pub async fn create_leased(
+    executor: impl sqlx::PgExecutor<'_>,
+    jobs: &[NewJob],
+    lease: std::time::Duration,
+) -> Result<Vec<Job>, sqlx::Error> {
+    insert(executor, jobs, Some(lease.as_secs_f64())).await
+}
+
+/// Inserts the jobs that do not exist yet, due now or (with `lease_secs`) leased from now, and
+/// returns the new ones.
+async fn insert(
+    executor: impl sqlx::PgExecutor<'_>,
+    jobs: &[NewJob],
+    lease_secs: Option<f64>,
+) -> Result<Vec<Job>, sqlx::Error> {
     if jobs.is_empty() {
-        return Ok(0);
+        return Ok(vec![]);
     }
     let channel: Vec<&str> = jobs.iter().map(|j| j.channel.as_str()).collect();
     let event_id: Vec<Uuid> = jobs.iter().map(|j| j.event_id).collect();
@@ -118,10 +156,14 @@ pub async fn create(
     let target: Vec<&str> = jobs.iter().map(|j| j.target.as_str()).collect();
     let body: Vec<&Value> = jobs.iter().map(|j| &j.body).collect();
     let committed_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.committed_at).collect();
-    let result = sqlx::query(
-        "INSERT INTO deliveries (channel, event_id, request_id, sequence, target, body, committed_at) \
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
-         ON CONFLICT (channel, event_id, target) DO NOTHING",
+    sqlx::query_as(
+        "INSERT INTO deliveries (channel, event_id, request_id, sequence, target, body, committed_at, \
+                                 attempts, next_attempt_at) \
+         SELECT *, CASE WHEN $8::float8 IS NULL THEN 0 ELSE 1 END, \
+                now() + make_interval(secs => coalesce($8::float8, 0)) \
+         FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
+         ON CONFLICT (channel, event_id, target) DO NOTHING \
+         RETURNING id, channel, event_id, request_id, sequence, target, body, attempts, committed_at",
     )
     .bind(&channel)
     .bind(&event_id)
@@ -130,9 +172,9 @@ pub async fn create(
     .bind(&target)
     .bind(&body)
     .bind(&committed_at)
-    .execute(executor)
-    .await?;
-    Ok(result.rows_affected())
+    .bind(lease_secs)
+    .fetch_all(executor)
+    .await
 }
 
 /// Claims up to `limit` due jobs, leasing each for `lease_secs`: a job whose worker dies comes
