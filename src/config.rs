@@ -77,6 +77,9 @@ pub struct Settings {
     /// Attachments: the limits of a submission's and the fetching from the source system.
     #[serde(default)]
     pub attachments: AttachmentSettings,
+    /// Authority: separation of duties, version binding, approval limits.
+    #[serde(default)]
+    pub policy: PolicySettings,
 }
 
 /// Attachments: how many a submission may describe and how large, and how long fetching one
@@ -105,6 +108,108 @@ impl Default for AttachmentSettings {
             connect_timeout_ms: 3_000,
             idle_timeout_ms: 15_000,
             total_timeout_ms: 600_000,
+        }
+    }
+}
+
+/// `[policy]`: who may approve how much, as written in the configuration (decimal strings).
+/// [`PolicySettings::parsed`] reads it; a value that does not parse refuses the start.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicySettings {
+    /// Whether a person approves at most one step of a request.
+    #[serde(default)]
+    pub separation_of_duties: bool,
+    /// Above this amount, decisions must send `expected_version`.
+    #[serde(default)]
+    pub require_version_above: Option<String>,
+    /// The most a person or a group may approve, per currency: `alice = { USD = "1000.00" }`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `[policy]` read: what each decision's [`approval_aggregates::Authority`] is made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Whether a person approves at most one step of a request.
+    pub separation_of_duties: bool,
+    /// Above this amount, decisions must send `expected_version`.
+    pub require_version_above: Option<rust_decimal::Decimal>,
+    /// The most each person or group may approve, per currency.
+    pub limits: BTreeMap<String, BTreeMap<String, rust_decimal::Decimal>>,
+}
+
+/// Reads a decimal string of the policy: not negative, with the precision of an amount.
+fn policy_amount(field: &str, text: &str) -> Result<rust_decimal::Decimal, String> {
+    let value: rust_decimal::Decimal = text.trim().parse().map_err(|_| {
+        format!("{field} must be a decimal string such as \"1000.00\", not {text:?}")
+    })?;
+    if value.is_sign_negative() {
+        return Err(format!("{field} must not be negative"));
+    }
+    Ok(value)
+}
+
+impl PolicySettings {
+    /// The policy, or what is wrong with it.
+    pub fn parsed(&self) -> Result<Policy, String> {
+        let require_version_above = self
+            .require_version_above
+            .as_deref()
+            .map(|t| policy_amount("policy.require_version_above", t))
+            .transpose()?;
+        let mut limits = BTreeMap::new();
+        for (holder, currencies) in &self.limits {
+            if approval_aggregates::validation::group("policy.limits", holder).is_err() {
+                return Err(format!(
+                    "policy.limits.{holder:?} must name a person or group (no white space)"
+                ));
+            }
+            let mut parsed = BTreeMap::new();
+            for (currency, limit) in currencies {
+                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+                    return Err(format!(
+                        "policy.limits.{holder}.{currency} must be an ISO 4217 code such as USD"
+                    ));
+                }
+                // The environment's keys reach us lower-cased; a currency code is upper-case.
+                parsed.insert(
+                    currency.to_ascii_uppercase(),
+                    policy_amount(&format!("policy.limits.{holder}.{currency}"), limit)?,
+                );
+            }
+            limits.insert(holder.clone(), parsed);
+        }
+        Ok(Policy {
+            separation_of_duties: self.separation_of_duties,
+            require_version_above,
+            limits,
+        })
+    }
+}
+
+impl Policy {
+    /// The authority of `actor` under this policy: the highest of their own and their groups'
+    /// limits per currency. Whom they stand in for is left for the command path to resolve.
+    pub fn authority_of(
+        &self,
+        actor: &approval_aggregates::Actor,
+    ) -> approval_aggregates::Authority {
+        let mut limits: BTreeMap<String, rust_decimal::Decimal> = BTreeMap::new();
+        if !self.limits.is_empty() {
+            let holders =
+                std::iter::once(actor.user.as_str()).chain(actor.groups.iter().map(String::as_str));
+            for holder in holders {
+                for (currency, limit) in self.limits.get(holder).into_iter().flatten() {
+                    let entry = limits.entry(currency.clone()).or_insert(*limit);
+                    *entry = (*entry).max(*limit);
+                }
+            }
+        }
+        approval_aggregates::Authority {
+            principals: None,
+            limits,
+            separation_of_duties: self.separation_of_duties,
+            require_version_above: self.require_version_above,
         }
     }
 }
@@ -375,6 +480,10 @@ fn periods<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Peri
     }
 }
 
+/// The system name absence events carry when they leave the service (routing key
+/// `approval._people.AbsenceRecorded`): no configured system may take it.
+pub const PEOPLE_SYSTEM: &str = "_people";
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -508,6 +617,12 @@ impl Settings {
                 "delivery.max_attempts, delivery.concurrency and broker.relay_batch must be positive".into(),
             ));
         }
+        self.policy.parsed().map_err(ConfigError::Invalid)?;
+        if self.systems.contains_key(PEOPLE_SYSTEM) {
+            return Err(ConfigError::Invalid(format!(
+                "system key {PEOPLE_SYSTEM:?} is reserved: absence events leave under it"
+            )));
+        }
         if self.feed.batch_size < 1 || self.http.page_limit < 1 || self.http.bulk_limit < 1 {
             return Err(ConfigError::Invalid(
                 "feed.batch_size, http.page_limit and http.bulk_limit must be positive".into(),
@@ -592,6 +707,56 @@ mod tests {
         );
         let bad = Settings::load(None, env(&[("APPROVAL_LEDGER_SLA__TICK", "1s")]));
         assert!(bad.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn policy_amounts_are_decimal_strings_and_a_persons_limit_is_the_highest_of_theirs(
+    ) -> Result<(), ConfigError> {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("APPROVAL_LEDGER_POLICY__SEPARATION_OF_DUTIES", "true"),
+                ("APPROVAL_LEDGER_POLICY__REQUIRE_VERSION_ABOVE", "5000.00"),
+                ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__USD", "1000.00"),
+                ("APPROVAL_LEDGER_POLICY__LIMITS__FINANCE__USD", "50000.00"),
+            ]),
+        )?;
+        let policy = s.policy.parsed().map_err(ConfigError::Invalid)?;
+        assert!(policy.separation_of_duties);
+        let mut alice = approval_aggregates::Actor::person("alice");
+        assert_eq!(
+            policy
+                .authority_of(&alice)
+                .limits
+                .get("USD")
+                .map(|d| d.to_string()),
+            Some("1000.00".to_owned())
+        );
+        alice.groups = vec!["finance".into()];
+        assert_eq!(
+            policy
+                .authority_of(&alice)
+                .limits
+                .get("USD")
+                .map(|d| d.to_string()),
+            Some("50000.00".to_owned())
+        );
+        assert!(policy
+            .authority_of(&approval_aggregates::Actor::person("bob"))
+            .limits
+            .is_empty());
+        for (key, value) in [
+            ("APPROVAL_LEDGER_POLICY__REQUIRE_VERSION_ABOVE", "a lot"),
+            ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__USD", "-1"),
+            ("APPROVAL_LEDGER_POLICY__LIMITS__ALICE__DOLLARS", "10"),
+        ] {
+            let bad = Settings::load(None, env(&[(key, value)]));
+            assert!(
+                matches!(&bad, Err(ConfigError::Invalid(m)) if m.contains("policy")),
+                "{key}={value}: {bad:?}"
+            );
+        }
         Ok(())
     }
 

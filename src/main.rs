@@ -48,8 +48,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Token { user, roles, ttl } => {
-            println!("{}", cli::token::run(&settings, &user, &roles, &ttl)?);
+        Command::Token {
+            user,
+            roles,
+            groups,
+            ttl,
+        } => {
+            println!(
+                "{}",
+                cli::token::run(&settings, &user, &roles, &groups, &ttl)?
+            );
             Ok(())
         }
         Command::DeadLetters(command) => {

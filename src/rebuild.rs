@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use approval_projections::absences::AbsencesProjection;
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lists::ListsProjection;
 use approval_projections::requests::RequestsProjection;
@@ -39,7 +40,9 @@ const SWAP_ATTEMPTS: u32 = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     /// No projection has this name.
-    #[error("no projection is named {0:?}; the projections are requests and inbox")]
+    #[error(
+        "no projection is named {0:?}; the projections are requests, inbox, lists and absences"
+    )]
     Unknown(String),
     /// The audit reader was named.
     #[error(
@@ -143,6 +146,7 @@ pub async fn rebuild(
         RequestsProjection::NAME => run(pool, RequestsProjection::new, batch_size, progress).await,
         InboxProjection::NAME => run(pool, InboxProjection::new, batch_size, progress).await,
         ListsProjection::NAME => run(pool, ListsProjection::new, batch_size, progress).await,
+        AbsencesProjection::NAME => run(pool, AbsencesProjection::new, batch_size, progress).await,
         AuditReader::NAME => Err(RebuildError::Audit),
         other => Err(RebuildError::Unknown(other.to_owned())),
     }

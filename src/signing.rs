@@ -32,6 +32,9 @@ pub struct Claims {
     /// `auditor`, `admin`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The groups the person is in: they may decide steps that name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A token's `aud`: RFC 7519 allows one string or an array of them, and providers send both.
@@ -96,6 +99,17 @@ pub fn issue_token(
     roles: &[String],
     ttl_secs: i64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    issue_token_with_groups(auth, user, roles, &[], ttl_secs)
+}
+
+/// Signs a token for `user` with `roles` and a `groups` claim, valid for `ttl_secs`.
+pub fn issue_token_with_groups(
+    auth: &AuthSettings,
+    user: &str,
+    roles: &[String],
+    groups: &[String],
+    ttl_secs: i64,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = Utc::now().timestamp();
     let claims = Claims {
         sub: user.to_owned(),
@@ -104,6 +118,7 @@ pub fn issue_token(
         iss: auth.issuer.clone(),
         aud: Audience::One(auth.audience.clone()),
         roles: roles.to_vec(),
+        groups: groups.to_vec(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -49,10 +49,11 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 3] = [
+pub const PROJECTIONS: [&str; 4] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,
     ListsProjection::NAME,
+    approval_projections::absences::AbsencesProjection::NAME,
 ];
 
 /// Which parts of the service run in this process.
@@ -350,6 +351,10 @@ impl Application {
                     Arc::new(settings.systems.clone()),
                 )
                 .context("the attachments' HTTP client")?,
+                policy: settings
+                    .policy
+                    .parsed()
+                    .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

@@ -88,6 +88,14 @@ fn raw_body() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(any::<u8>(), 0..512),
         json_value().prop_map(|v| v.to_string().into_bytes()),
         mutated(purchase_order("PO-H")).prop_map(|v| v.to_string().into_bytes()),
+        mutated(json!({"deputy": "bob", "from": "2026-01-01T00:00:00Z",
+                       "until": "2099-01-01T00:00:00Z", "comment": "away"}))
+        .prop_map(|v| v.to_string().into_bytes()),
+        mutated(json!({"from": "alice", "to": "bob", "comment": "left"}))
+            .prop_map(|v| v.to_string().into_bytes()),
+        mutated(json!({"external_ref": "G-H", "kind": "k", "title": "t", "requester": "dina",
+                       "steps": [{"groups": ["finance"], "approvers": [], "rule": {"at_least": 2}}]}))
+        .prop_map(|v| v.to_string().into_bytes()),
         (1usize..200_000)
             .prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
         (0usize..20_000)
@@ -159,7 +167,12 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
             "/v1/systems/erp/requests/PO-REAL/resubmit".into(),
             true,
         ),
+        (Method::POST, "/v1/me/absences".into(), false),
+        (Method::GET, "/v1/me/absences".into(), false),
+        (Method::POST, "/v1/admin/reassign".into(), false),
     ];
+    let admin = app.token_with("root", &["admin"]);
+    let member = app.token_in_groups("alice", &[], &["finance", "' OR 1=1 --", ""]);
     let body = raw_body();
     let text = nasty_string();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
@@ -184,11 +197,14 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                         .header("X-Ledger-Signature", "v1=zz");
                 }
             } else {
-                request = request.bearer_auth(app.token(if round % 3 == 0 {
-                    "mallory"
+                request = if path.starts_with("/v1/admin/") && round % 2 == 0 {
+                    // As an administrator, so the body is read.
+                    request.bearer_auth(&admin)
+                } else if round % 7 == 0 {
+                    request.bearer_auth(&member)
                 } else {
-                    "alice"
-                }));
+                    request.bearer_auth(app.token(if round % 3 == 0 { "mallory" } else { "alice" }))
+                };
                 if round % 5 == 0 {
                     request = request.header("Idempotency-Key", format!("k{round}"));
                 }
@@ -239,6 +255,15 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                 "GET {path} answered {status} (HOSTILE_SEED={seed})"
             );
         }
+        let path = format!("/v1/me/absences/{}", urlencode(&junk));
+        let status = app
+            .call_with(Method::DELETE, &app.token("alice"), &path, None)
+            .await
+            .status();
+        assert!(
+            !status.is_server_error(),
+            "DELETE {path} answered {status} (HOSTILE_SEED={seed})"
+        );
     }
     assert!(
         statuses.keys().any(|s| *s == 400),

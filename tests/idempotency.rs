@@ -121,6 +121,7 @@ async fn a_retry_finds_its_first_answer_in_the_event_store_when_the_answer_was_l
         comment: None,
         expected_version: None,
         at: chrono::Utc::now(),
+        authority: Default::default(),
     });
     let executed = ledger
         .execute_unseen(request, command, &meta)

@@ -76,6 +76,18 @@ async fn schemathesis_finds_nothing_with_every_check() {
     // Requests in alice's inbox, so that answers hold items to check against the schema.
     let id = app.submit_ok(&purchase_order("PO-SCHEMA")).await;
     app.submit_ok(&purchase_order("PO-SYSTEM")).await;
+    // An absence of alice's to end, far ahead so that it takes none of her items meanwhile.
+    let absence: serde_json::Value = app
+        .post_as(
+            "alice",
+            "/v1/me/absences",
+            &serde_json::json!({"deputy": "fuzz-deputy", "from": "2098-01-01T00:00:00Z",
+                                "until": "2098-01-02T00:00:00Z"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let hooks = repo().join("tests/schemathesis/hooks.py");
     let config = repo().join("tests/schemathesis/schemathesis.toml");
     let mut command = Command::new(bin);
@@ -83,6 +95,11 @@ async fn schemathesis_finds_nothing_with_every_check() {
         .current_dir(repo().join("target"))
         .env("SCHEMATHESIS_HOOKS", &hooks)
         .env("LEDGER_FUZZ_TOKEN", app.token("alice"))
+        .env(
+            "LEDGER_FUZZ_ADMIN_TOKEN",
+            app.token_with("root", &["admin"]),
+        )
+        .env("LEDGER_FUZZ_ABSENCE_ID", absence["id"].as_str().unwrap())
         .env("LEDGER_FUZZ_SYSTEM_SECRET", ERP_SECRET)
         .env("LEDGER_FUZZ_REQUEST_ID", id)
         .env("LEDGER_FUZZ_EXTERNAL_REF", "PO-SYSTEM")

@@ -46,6 +46,7 @@ fn approve(user: &str) -> ApprovalCommand {
         comment: None,
         expected_version: None,
         at: at(),
+        authority: Default::default(),
     })
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::commands::{
-    ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal,
+    ApprovalCommand, Cancellation, Decision, Delegation, Reassignment, Submission, Withdrawal,
 };
 use crate::conversation::{Attachment, OpenQuestion, Round};
 use crate::error::DomainError;
@@ -124,6 +124,9 @@ pub struct Step {
     /// When it was escalated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_at: Option<Timestamp>,
+    /// The groups whose members may decide it too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// One approver's decision in a step.
@@ -141,6 +144,22 @@ pub struct StepDecision {
     pub seen_version: Option<u64>,
     /// When.
     pub at: Timestamp,
+    /// The absent person whose place `by` took as their deputy: the decision counts as theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<UserId>,
+}
+
+impl StepDecision {
+    /// The person the decision counts as: the absent person a deputy acted for, else the
+    /// person who decided.
+    pub fn counted_as(&self) -> &UserId {
+        self.on_behalf_of.as_ref().unwrap_or(&self.by)
+    }
+
+    /// Whether `user` took part in it, deciding or being decided for.
+    pub fn involves(&self, user: &UserId) -> bool {
+        self.by == *user || self.on_behalf_of.as_ref() == Some(user)
+    }
 }
 
 /// One hand-over in a step.
@@ -168,9 +187,15 @@ pub struct Outcome {
 }
 
 impl Step {
-    /// Whether `user` has decided this step.
+    /// Whether `user` has decided this step: themselves, or through a deputy. A deputy's
+    /// decision counts as the absent person's, so the deputy's own place stays open.
     pub fn has_decided(&self, user: &UserId) -> bool {
-        self.decisions.iter().any(|d| &d.by == user)
+        self.decisions.iter().any(|d| d.counted_as() == user)
+    }
+
+    /// Whether `actor`'s groups include one of the step's.
+    pub fn names_a_group_of(&self, actor: &Actor) -> bool {
+        self.groups.iter().any(|g| actor.in_group(g))
     }
 
     /// The reminders its deadline sets: each `remind_before` moment that falls after the step
@@ -234,6 +259,24 @@ impl Request {
             .unwrap_or_default()
     }
 
+    /// The groups whose members' inboxes hold this request: the open step's groups.
+    pub fn pending_groups(&self) -> &[String] {
+        self.open_step().map_or(&[], |step| step.groups.as_slice())
+    }
+
+    /// The people who decided the open step, as their decisions count: whom a group's item no
+    /// longer waits for.
+    pub fn decided_open_step(&self) -> Vec<&UserId> {
+        self.open_step()
+            .map(|step| {
+                step.decisions
+                    .iter()
+                    .map(StepDecision::counted_as)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Everyone who may see the request: the requester, every approver of every step (of every
     /// round), everyone who delegated or was delegated to.
     pub fn participants(&self) -> BTreeSet<&UserId> {
@@ -251,9 +294,23 @@ impl Request {
         people
     }
 
-    /// Whether `actor` may see the request at all.
+    /// Whether `actor` may see the request at all: a participant, a member of a group one of
+    /// its steps names, or an auditor or administrator.
     pub fn is_visible_to(&self, actor: &Actor) -> bool {
-        actor.sees_everything() || self.participants().contains(&actor.user)
+        actor.sees_everything()
+            || self.participants().contains(&actor.user)
+            || self.steps.iter().any(|s| s.names_a_group_of(actor))
+    }
+
+    /// Whether `actor` may see it acting for `principals` (the absent people they deputise
+    /// for): as themselves, or as one of them. A deputy never sees their own request through
+    /// someone else's place, but as its requester they see it anyway.
+    pub fn is_visible_through(&self, actor: &Actor, principals: &[UserId]) -> bool {
+        if self.is_visible_to(actor) {
+            return true;
+        }
+        let people = self.participants();
+        principals.iter().any(|p| people.contains(p))
     }
 }
 
@@ -270,8 +327,18 @@ impl ApprovalRequest {
         actor: &Actor,
         expected_version: Option<u64>,
     ) -> Result<&Request, DomainError> {
+        self.open_through(actor, &[], expected_version)
+    }
+
+    /// [`Self::open_for`] for an actor who may also act for `principals`.
+    fn open_through(
+        &self,
+        actor: &Actor,
+        principals: &[UserId],
+        expected_version: Option<u64>,
+    ) -> Result<&Request, DomainError> {
         let request = self.submitted()?;
-        if !request.is_visible_to(actor) {
+        if !request.is_visible_through(actor, principals) {
             return Err(DomainError::NotFound);
         }
         if let Some(expected) = expected_version {
@@ -314,30 +381,58 @@ impl ApprovalRequest {
     }
 
     fn decide(&self, d: Decision) -> Result<Vec<ApprovalEvent>, DomainError> {
-        let request = self.open_for(&d.actor, d.expected_version)?;
+        let principals = d.authority.principals();
+        let request = self.open_through(&d.actor, principals, d.expected_version)?;
         let me = &d.actor.user;
         if *me == request.requester {
             return Err(DomainError::OwnRequest);
         }
         let step_index = request.current_step;
         let step = request.open_step().ok_or(DomainError::NotAnApprover)?;
-        if step.has_decided(me) {
-            return Err(DomainError::AlreadyDecided);
-        }
-        if !step.approvers.contains(me) {
-            return Err(DomainError::NotAnApprover);
-        }
+        let on_behalf_of = place(step, &d.actor, principals, &request.requester)?;
+        let counted_as = on_behalf_of.as_ref().unwrap_or(me);
         let comment = d.comment.filter(|c| !c.trim().is_empty());
         validation::comment("comment", comment.as_deref())?;
+        if let (Some(above), Some(amount)) = (d.authority.require_version_above, &request.amount) {
+            if amount.value > above && d.expected_version.is_none() {
+                return Err(DomainError::ExpectedVersionRequired(above.to_string()));
+            }
+        }
         let by = me.clone();
         let seen_version = request.version;
         match d.verdict {
             Verdict::Approve => {
+                if d.authority.separation_of_duties {
+                    let approved_elsewhere = request
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(index, _)| *index != step_index)
+                        .flat_map(|(_, s)| s.decisions.iter())
+                        .filter(|dec| dec.verdict == Verdict::Approve)
+                        .any(|dec| dec.involves(me) || dec.involves(counted_as));
+                    if approved_elsewhere {
+                        return Err(DomainError::SeparationOfDuties);
+                    }
+                }
+                // Only approvals are limited: anyone may stop a request, whatever its amount.
+                if let Some(amount) = &request.amount {
+                    if let Some(limit) = d.authority.limits.get(&amount.currency) {
+                        if amount.value > *limit {
+                            return Err(DomainError::OverAuthorityLimit {
+                                amount: amount.value.to_string(),
+                                currency: amount.currency.clone(),
+                                limit: limit.to_string(),
+                            });
+                        }
+                    }
+                }
                 let mut events = vec![ApprovalEvent::ApprovalRecorded {
                     step: step_index,
                     approver: by.clone(),
                     comment: comment.clone(),
                     seen_version,
+                    on_behalf_of,
                     at: d.at,
                 }];
                 if step.rule.is_met(step.approvals() + 1, step.approvers.len()) {
@@ -362,6 +457,7 @@ impl ApprovalRequest {
                     decided_by: by,
                     comment,
                     seen_version,
+                    on_behalf_of,
                     at: d.at,
                 }])
             }
@@ -372,10 +468,53 @@ impl ApprovalRequest {
                     decided_by: by,
                     comment,
                     seen_version,
+                    on_behalf_of,
                     at: d.at,
                 }])
             }
         }
+    }
+
+    fn reassign(&self, r: Reassignment) -> Result<Vec<ApprovalEvent>, DomainError> {
+        if !r.actor.roles.admin {
+            return Err(DomainError::Forbidden("reassigning needs the role admin"));
+        }
+        let request = self.open_for(&r.actor, None)?;
+        let step_index = request.current_step;
+        let step = request.open_step().ok_or(DomainError::NotAnApprover)?;
+        if step.has_decided(&r.from) {
+            return Err(DomainError::AlreadyDecided);
+        }
+        if !step.approvers.contains(&r.from) {
+            return Err(DomainError::NotAnApprover);
+        }
+        validation::user("to", &r.to).map_err(|e| DomainError::InvalidDelegate(e.to_string()))?;
+        if r.to == r.from {
+            return Err(DomainError::InvalidDelegate(
+                "from and to are the same person".into(),
+            ));
+        }
+        if r.to == request.requester {
+            return Err(DomainError::InvalidDelegate(
+                "the requester cannot approve their own request".into(),
+            ));
+        }
+        if step.approvers.contains(&r.to) || step.has_decided(&r.to) {
+            return Err(DomainError::InvalidDelegate(format!(
+                "{} already decides this step",
+                r.to
+            )));
+        }
+        let comment = r.comment.filter(|c| !c.trim().is_empty());
+        validation::comment("comment", comment.as_deref())?;
+        Ok(vec![ApprovalEvent::ApproverDelegated {
+            step: step_index,
+            from: r.from,
+            to: r.to,
+            comment,
+            at: r.at,
+            by: Some(r.actor.user),
+        }])
     }
 
     fn delegate(&self, d: Delegation) -> Result<Vec<ApprovalEvent>, DomainError> {
@@ -414,6 +553,7 @@ impl ApprovalRequest {
             to: d.to,
             comment,
             at: d.at,
+            by: None,
         }])
     }
 
@@ -547,6 +687,7 @@ impl ApprovalRequest {
             ApprovalCommand::Answer(a) => self.answer(a),
             ApprovalCommand::Comment(r) => self.remark(r),
             ApprovalCommand::Resubmit(s) => self.resubmit(s),
+            ApprovalCommand::Reassign(r) => self.reassign(r),
         }
     }
 
@@ -615,6 +756,7 @@ impl ApprovalRequest {
                 approver,
                 comment,
                 seen_version,
+                on_behalf_of,
                 at,
             } => record(
                 request,
@@ -625,6 +767,7 @@ impl ApprovalRequest {
                     comment,
                     seen_version: Some(seen_version),
                     at,
+                    on_behalf_of,
                 },
             ),
             ApprovalEvent::StepCompleted { step, at } => {
@@ -655,6 +798,7 @@ impl ApprovalRequest {
                 decided_by,
                 comment,
                 seen_version,
+                on_behalf_of,
                 at,
             } => record(
                 request,
@@ -665,6 +809,7 @@ impl ApprovalRequest {
                     comment: Some(comment),
                     seen_version: Some(seen_version),
                     at,
+                    on_behalf_of,
                 },
             ),
             ApprovalEvent::RequestReturned {
@@ -672,6 +817,7 @@ impl ApprovalRequest {
                 decided_by,
                 comment,
                 seen_version,
+                on_behalf_of,
                 at,
             } => record(
                 request,
@@ -682,6 +828,7 @@ impl ApprovalRequest {
                     comment: Some(comment),
                     seen_version: Some(seen_version),
                     at,
+                    on_behalf_of,
                 },
             ),
             ApprovalEvent::ApproverDelegated {
@@ -690,6 +837,7 @@ impl ApprovalRequest {
                 to,
                 comment,
                 at,
+                ..
             } => {
                 if let Some(s) = request.steps.get_mut(step) {
                     for approver in s.approvers.iter_mut().filter(|a| **a == from) {
@@ -754,7 +902,9 @@ impl ApprovalRequest {
             | ApprovalEvent::RequestApproved { .. }
             | ApprovalEvent::RequestWithdrawn { .. }
             | ApprovalEvent::RequestCancelled { .. }
-            | ApprovalEvent::RequestExpired { .. } => {}
+            | ApprovalEvent::RequestExpired { .. }
+            | ApprovalEvent::AbsenceRecorded { .. }
+            | ApprovalEvent::AbsenceEnded { .. } => {}
         }
     }
 }
@@ -780,8 +930,40 @@ fn open_steps(steps: Vec<StepSpec>, at: Timestamp) -> Vec<Step> {
             remind_before: s.remind_before,
             reminded: vec![],
             escalated_at: None,
+            groups: s.groups,
         })
         .collect()
+}
+
+/// The place in `step` that `actor` fills with a decision: their own when they are an undecided
+/// approver; else that of the first undecided approver among `principals` (the absent people
+/// they deputise for), `Some(principal)`; else their own as a member of one of the step's
+/// groups. A deputy never takes a place on their own request (the caller checked that they are
+/// not its requester).
+fn place(
+    step: &Step,
+    actor: &Actor,
+    principals: &[UserId],
+    requester: &UserId,
+) -> Result<Option<UserId>, DomainError> {
+    let me = &actor.user;
+    let decided = step.has_decided(me);
+    if step.approvers.contains(me) && !decided {
+        return Ok(None);
+    }
+    if let Some(principal) = principals
+        .iter()
+        .find(|p| *p != requester && step.approvers.contains(p) && !step.has_decided(p))
+    {
+        return Ok(Some(principal.clone()));
+    }
+    if step.names_a_group_of(actor) && !decided {
+        return Ok(None);
+    }
+    if decided || principals.iter().any(|p| step.has_decided(p)) {
+        return Err(DomainError::AlreadyDecided);
+    }
+    Err(DomainError::NotAnApprover)
 }
 
 /// Adds a decision to a step.

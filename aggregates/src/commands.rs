@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conversation::{Answer, Ask, Attachment, Remark};
+use crate::people::Authority;
 use crate::types::{
     Actor, Money, Reminder, RequestId, StepSpec, SystemId, Timestamp, UserId, Verdict,
 };
@@ -51,6 +52,8 @@ pub enum ApprovalCommand {
     Comment(Remark),
     /// The source system sends a returned request again: a new round from the first step.
     Resubmit(Submission),
+    /// An administrator moves an undecided approver's place in the current step to another.
+    Reassign(Reassignment),
 }
 
 impl ApprovalCommand {
@@ -68,7 +71,8 @@ impl ApprovalCommand {
             | Self::Cancel(_)
             | Self::Expire { .. }
             | Self::Remind { .. }
-            | Self::Escalate { .. } => None,
+            | Self::Escalate { .. }
+            | Self::Reassign(_) => None,
         }
     }
 
@@ -87,6 +91,7 @@ impl ApprovalCommand {
             Self::Answer(_) => "answer",
             Self::Comment(_) => "comment",
             Self::Resubmit(_) => "resubmit",
+            Self::Reassign(_) => "reassign",
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct Decision {
     pub expected_version: Option<u64>,
     /// When they decided.
     pub at: Timestamp,
+    /// Whom they may act for and how much they may approve, resolved by the service.
+    #[serde(default)]
+    pub authority: Authority,
 }
 
 /// An approver hands their place in the current step to another person.
@@ -173,6 +181,22 @@ pub struct Cancellation {
     pub system: SystemId,
     /// Why, optionally.
     pub reason: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// An administrator moves `from`'s place in the current step to `to`, as if `from` had
+/// delegated it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// Who reassigns; must have the role `admin`.
+    pub actor: Actor,
+    /// Whose place moves: an approver of the current step who has not decided.
+    pub from: UserId,
+    /// Who takes it.
+    pub to: UserId,
+    /// Why.
+    pub comment: Option<String>,
     /// When.
     pub at: Timestamp,
 }

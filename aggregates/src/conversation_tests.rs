@@ -101,6 +101,7 @@ fn returned() -> ApprovalEvent {
         decided_by: user("alice"),
         comment: "wrong quote".into(),
         seen_version: 1,
+        on_behalf_of: None,
         at: at(3),
     }
 }
@@ -248,6 +249,7 @@ fn an_approver_still_decides_while_a_question_is_open() {
             verdict: Verdict::Approve,
             comment: None,
             expected_version: None,
+            authority: Default::default(),
             at: at(2),
         }))
         .inspect_result();

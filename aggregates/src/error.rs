@@ -63,4 +63,31 @@ pub enum DomainError {
     /// Only a returned request can be resubmitted.
     #[error("the request is {0}, not returned: only a returned request can be resubmitted")]
     NotReturned(Status),
+    /// The amount is above the most the approver may approve in its currency.
+    #[error("the amount {amount} {currency} is above your authority limit of {limit} {currency}")]
+    OverAuthorityLimit {
+        /// The request's amount.
+        amount: String,
+        /// Its currency.
+        currency: String,
+        /// The approver's limit in that currency.
+        limit: String,
+    },
+    /// The approver (or the person they act for) approved another step of this request.
+    #[error("you approved another step of this request: a person approves at most one step")]
+    SeparationOfDuties,
+    /// The amount is above `[policy] require_version_above`: the decision must say which
+    /// version it was made on.
+    #[error("decisions on amounts above {0} must send expected_version")]
+    ExpectedVersionRequired(String),
+    /// An absence that cannot be: it ends before it starts, names oneself, is one too many,
+    /// or its deputy's own deputies lead back to the absent person.
+    #[error("{0}")]
+    InvalidAbsence(String),
+    /// The caller lacks the role the command needs.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// No such absence of the caller's.
+    #[error("no such absence")]
+    AbsenceNotFound,
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conversation::Attachment;
+use uuid::Uuid;
+
 use crate::types::{Money, Reminder, RequestId, Status, StepSpec, SystemId, Timestamp, UserId};
 
 /// Every event of an approval request.
@@ -54,6 +56,10 @@ pub enum ApprovalEvent {
         /// The request's version the approver decided on: what they saw. Since 1.1; the
         /// upcaster fills it for 1.0 events.
         seen_version: u64,
+        /// The absent person whose place the approver took as their deputy; the approval
+        /// counts as theirs. Absent from events stored before deputies existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_behalf_of: Option<UserId>,
         /// When.
         at: Timestamp,
     },
@@ -83,6 +89,9 @@ pub enum ApprovalEvent {
         comment: String,
         /// The request's version the approver decided on. Since 1.1.
         seen_version: u64,
+        /// The absent person whose place the approver took as their deputy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_behalf_of: Option<UserId>,
         /// When.
         at: Timestamp,
     },
@@ -96,6 +105,9 @@ pub enum ApprovalEvent {
         comment: String,
         /// The request's version the approver decided on. Since 1.1.
         seen_version: u64,
+        /// The absent person whose place the approver took as their deputy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_behalf_of: Option<UserId>,
         /// When.
         at: Timestamp,
     },
@@ -111,6 +123,10 @@ pub enum ApprovalEvent {
         comment: Option<String>,
         /// When.
         at: Timestamp,
+        /// The administrator who reassigned the place, when `from` did not hand it over
+        /// themselves. Absent from events stored before reassignment existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
     },
     /// The requester took the request back.
     RequestWithdrawn {
@@ -219,7 +235,40 @@ pub enum ApprovalEvent {
         /// When.
         at: Timestamp,
     },
+    /// A person said they will be away and named a deputy for the time: while it lasts, the
+    /// deputy may decide in their place. An event of the person's `Absences` aggregate, not
+    /// of a request.
+    AbsenceRecorded {
+        /// Who will be away.
+        person: UserId,
+        /// The absence's id.
+        absence_id: Uuid,
+        /// Who decides in their place.
+        deputy: UserId,
+        /// When it starts.
+        from: Timestamp,
+        /// When it ends (exclusive).
+        until: Timestamp,
+        /// What they wrote.
+        comment: Option<String>,
+        /// When it was recorded.
+        at: Timestamp,
+    },
+    /// The absent person ended an absence early (or withdrew one yet to start): from `at` on,
+    /// the deputy no longer decides in their place.
+    AbsenceEnded {
+        /// Who was away.
+        person: UserId,
+        /// The absence's id.
+        absence_id: Uuid,
+        /// When it ended.
+        at: Timestamp,
+    },
 }
+
+/// The stored type names of the events of a person's absences ([`crate::people::Absences`]):
+/// they concern no request, so the readers of requests pass them by.
+pub const ABSENCE_TYPES: [&str; 2] = ["AbsenceRecorded", "AbsenceEnded"];
 
 /// The version of every event type whose shape never changed.
 pub const FIRST_VERSION: &str = "1.0";
@@ -234,7 +283,7 @@ pub const DECISION_TYPES: [&str; 3] = ["ApprovalRecorded", "RequestRejected", "R
 
 /// Every stored type name, one per variant of [`ApprovalEvent`]: what a reader of the feed can
 /// declare an interest in, and what the broker's bindings are derived from.
-pub const TYPES: [&str; 16] = [
+pub const TYPES: [&str; 18] = [
     "RequestSubmitted",
     "ApprovalRecorded",
     "StepCompleted",
@@ -251,6 +300,8 @@ pub const TYPES: [&str; 16] = [
     "InfoProvided",
     "CommentAdded",
     "RequestResubmitted",
+    "AbsenceRecorded",
+    "AbsenceEnded",
 ];
 
 /// Whether `event_type` names an event that ends a request (one of [`FINAL_TYPES`]).
@@ -289,6 +340,8 @@ impl ApprovalEvent {
             Self::InfoProvided { .. } => "InfoProvided",
             Self::CommentAdded { .. } => "CommentAdded",
             Self::RequestResubmitted { .. } => "RequestResubmitted",
+            Self::AbsenceRecorded { .. } => "AbsenceRecorded",
+            Self::AbsenceEnded { .. } => "AbsenceEnded",
         }
     }
 
@@ -320,8 +373,18 @@ impl ApprovalEvent {
             | Self::InfoRequested { at, .. }
             | Self::InfoProvided { at, .. }
             | Self::CommentAdded { at, .. }
-            | Self::RequestResubmitted { at, .. } => *at,
+            | Self::RequestResubmitted { at, .. }
+            | Self::AbsenceRecorded { at, .. }
+            | Self::AbsenceEnded { at, .. } => *at,
         }
+    }
+
+    /// Whether it belongs to a request (rather than to a person's absences).
+    pub fn concerns_a_request(&self) -> bool {
+        !matches!(
+            self,
+            Self::AbsenceRecorded { .. } | Self::AbsenceEnded { .. }
+        )
     }
 
     /// The final status this event moves the request to, if it ends it.
@@ -368,7 +431,9 @@ impl ApprovalEvent {
                 comment,
                 ..
             } => (Some(decided_by), Some(comment.as_str())),
-            Self::ApproverDelegated { from, comment, .. } => (Some(from), comment.as_deref()),
+            Self::ApproverDelegated {
+                from, comment, by, ..
+            } => (Some(by.as_ref().unwrap_or(from)), comment.as_deref()),
             Self::RequestWithdrawn { by, comment, .. } => (Some(by), comment.as_deref()),
             Self::RequestCancelled { reason, .. } => (None, reason.as_deref()),
             Self::InfoRequested {
@@ -385,6 +450,10 @@ impl ApprovalEvent {
             | Self::ReminderSent { .. }
             | Self::StepEscalated { .. }
             | Self::RequestResubmitted { .. } => (None, None),
+            Self::AbsenceRecorded {
+                person, comment, ..
+            } => (Some(person), comment.as_deref()),
+            Self::AbsenceEnded { person, .. } => (Some(person), None),
         }
     }
 }

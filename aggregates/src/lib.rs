@@ -8,6 +8,8 @@
 //! - [`aggregate`]: [`ApprovalRequest`], whose `handle` holds every rule and whose `apply` only
 //!   assigns state. The read side folds events with the same code.
 //! - [`conversation`]: questions and answers, comments, resubmission in rounds, attachments.
+//! - [`people`]: [`Authority`] (whom a decision may act for, how much it may approve) and
+//!   [`Absences`], each person's absences with their deputies: an aggregate of its own.
 //! - [`validation`]: the shape and size rules of a submission.
 //! - [`period`]: [`Period`], the ISO 8601 durations of deadlines and reminders.
 //! - [`timers`]: the timers a request's state sets (reminders, escalation, expiry) and the
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod conversation;
 pub mod error;
 pub mod events;
+pub mod people;
 pub mod period;
 pub mod timers;
 pub mod types;
@@ -30,16 +33,21 @@ pub mod upcasters;
 pub mod validation;
 
 #[cfg(test)]
+mod people_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod conversation_tests;
 
 pub use aggregate::{ApprovalRequest, Outcome, Request, Step, StepDecision, StepDelegation};
-pub use commands::{ApprovalCommand, Cancellation, Decision, Delegation, Submission, Withdrawal};
+pub use commands::{
+    ApprovalCommand, Cancellation, Decision, Delegation, Reassignment, Submission, Withdrawal,
+};
 pub use conversation::{Answer, Answerer, Ask, Attachment, OpenQuestion, Remark, Round};
 pub use error::DomainError;
-pub use events::{is_final_type, ApprovalEvent, FINAL_TYPES, TYPES};
+pub use events::{is_final_type, ApprovalEvent, ABSENCE_TYPES, FINAL_TYPES, TYPES};
+pub use people::{absences_id, Absence, AbsenceCommand, Absences, Authority, Recording};
 pub use period::{Period, PeriodError};
 pub use timers::{Timer, TimerKind};
 pub use types::{

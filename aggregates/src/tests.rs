@@ -78,6 +78,7 @@ fn decision(who: &str, verdict: Verdict, comment: Option<&str>) -> ApprovalComma
         comment: comment.map(str::to_owned),
         expected_version: None,
         at: at(10),
+        authority: Default::default(),
     })
 }
 
@@ -93,6 +94,7 @@ fn approved_by(step: usize, who: &str, seen_version: u64) -> ApprovalEvent {
         comment: None,
         seen_version,
         at: at(10),
+        on_behalf_of: None,
     }
 }
 
@@ -117,6 +119,7 @@ fn delegated(step: usize, from: &str, to: &str) -> ApprovalEvent {
         to: user(to),
         comment: Some("on leave".into()),
         at: at(5),
+        by: None,
     }
 }
 
@@ -377,6 +380,7 @@ fn one_rejection_rejects_the_request() {
             comment: "too expensive".into(),
             seen_version: 3,
             at: at(10),
+            on_behalf_of: None,
         }]);
 }
 
@@ -390,6 +394,7 @@ fn a_return_sends_the_request_back() {
             comment: "add the quote".into(),
             seen_version: 1,
             at: at(10),
+            on_behalf_of: None,
         },
     ];
     let state = fold(&events);
@@ -469,6 +474,7 @@ fn an_auditor_sees_the_request_but_cannot_decide() {
             auditor: true,
             admin: false,
         },
+        groups: vec![],
     };
     Given::with(())
         .given(vec![submitted()])
@@ -478,6 +484,7 @@ fn an_auditor_sees_the_request_but_cannot_decide() {
             comment: None,
             expected_version: None,
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_error(DomainError::NotAnApprover);
 }
@@ -492,6 +499,7 @@ fn a_stale_expected_version_is_a_conflict() {
             comment: None,
             expected_version: Some(3),
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_error(DomainError::VersionConflict {
             expected: 3,
@@ -505,6 +513,7 @@ fn a_stale_expected_version_is_a_conflict() {
             comment: None,
             expected_version: Some(1),
             at: at(10),
+            authority: Default::default(),
         }))
         .then_expect_events(vec![approved_by(0, "alice", 1), completed(0)]);
 }
@@ -519,6 +528,7 @@ fn final_statuses_accept_nothing() {
             comment: "no".into(),
             seen_version: 1,
             at: at(10),
+            on_behalf_of: None,
         },
     ];
     Given::with(())
@@ -732,6 +742,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: None,
             seen_version: 1,
             at: at(1),
+            on_behalf_of: None,
         },
         ApprovalEvent::StepCompleted { step: 0, at: at(1) },
         ApprovalEvent::RequestApproved {
@@ -745,6 +756,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: "no".into(),
             seen_version: 1,
             at: at(2),
+            on_behalf_of: None,
         },
         ApprovalEvent::RequestReturned {
             step: 0,
@@ -752,6 +764,7 @@ fn final_types_are_the_events_with_a_final_status() {
             comment: "fix it".into(),
             seen_version: 1,
             at: at(2),
+            on_behalf_of: None,
         },
         ApprovalEvent::ApproverDelegated {
             step: 0,
@@ -759,6 +772,7 @@ fn final_types_are_the_events_with_a_final_status() {
             to: user("bob"),
             comment: None,
             at: at(2),
+            by: None,
         },
         ApprovalEvent::RequestWithdrawn {
             by: user("dina"),
@@ -801,6 +815,20 @@ fn final_types_are_the_events_with_a_final_status() {
             link: None,
             attachments: vec![],
             at: at(2),
+        },
+        ApprovalEvent::AbsenceRecorded {
+            person: user("alice"),
+            absence_id: uuid::Uuid::nil(),
+            deputy: user("bob"),
+            from: at(1),
+            until: at(2),
+            comment: None,
+            at: at(0),
+        },
+        ApprovalEvent::AbsenceEnded {
+            person: user("alice"),
+            absence_id: uuid::Uuid::nil(),
+            at: at(1),
         },
     ];
     let finals: Vec<&str> = events

@@ -183,6 +183,11 @@ pub struct StepSpec {
     /// change of configuration never changes the timers of requests already submitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remind_before: Vec<Period>,
+    /// The groups whose members may decide this step too, each member as one person: a
+    /// person is in a group when their token's `groups` claim lists it. Left out of stored
+    /// events when empty, so steps without groups are stored as they always were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl StepSpec {
@@ -194,6 +199,7 @@ impl StepSpec {
             due_in: None,
             escalate_to: vec![],
             remind_before: vec![],
+            groups: vec![],
         }
     }
 }
@@ -248,6 +254,9 @@ pub struct Actor {
     pub user: UserId,
     /// What their token allows beyond their own requests.
     pub roles: Roles,
+    /// The groups their token's `groups` claim lists: they may decide steps that name them.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Actor {
@@ -256,7 +265,13 @@ impl Actor {
         Self {
             user: UserId::new(user),
             roles: Roles::default(),
+            groups: vec![],
         }
+    }
+
+    /// Whether their token puts them in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
     }
 
     /// Whether their roles let them read every request.

@@ -46,6 +46,10 @@ pub mod limits {
     pub const ATTACHMENT_NAME: usize = 255;
     /// Characters of an attachment's media type.
     pub const MEDIA_TYPE: usize = 127;
+    /// Groups named by one step.
+    pub const GROUPS_PER_STEP: usize = 10;
+    /// Characters of a group's name.
+    pub const GROUP: usize = 64;
 }
 
 fn invalid(message: impl Into<String>) -> DomainError {
@@ -230,17 +234,40 @@ fn steps(s: &Submission) -> Result<(), DomainError> {
     }
     for (index, step) in s.steps.iter().enumerate() {
         let field = format!("steps[{index}]");
-        if step.approvers.is_empty() {
-            return Err(invalid(format!("{field}.approvers must not be empty")));
+        if step.approvers.is_empty() && step.groups.is_empty() {
+            return Err(invalid(format!(
+                "{field} needs approvers or groups: approvers must not be empty"
+            )));
         }
         people(&format!("{field}.approvers"), &step.approvers, &s.requester)?;
+        groups(&format!("{field}.groups"), &step.groups)?;
         deadline(&field, step, &s.requester)?;
-        if let Rule::AtLeast(n) = step.rule {
-            if n == 0 || n as usize > step.approvers.len() {
-                return Err(invalid(format!(
-                    "{field}.rule at_least must be between 1 and the step's {} approvers",
-                    step.approvers.len()
-                )));
+        if step.groups.is_empty() {
+            if let Rule::AtLeast(n) = step.rule {
+                if n == 0 || n as usize > step.approvers.len() {
+                    return Err(invalid(format!(
+                        "{field}.rule at_least must be between 1 and the step's {} approvers",
+                        step.approvers.len()
+                    )));
+                }
+            }
+        } else {
+            // A group's members are known only from their tokens, so "every approver" of a
+            // step with groups cannot be counted, and at_least can only be bounded loosely.
+            match step.rule {
+                Rule::All => {
+                    return Err(invalid(format!(
+                        "{field}.rule all cannot count a group's members: use any or at_least \
+                         on a step with groups"
+                    )))
+                }
+                Rule::AtLeast(n) if n == 0 || n as usize > limits::APPROVERS_PER_STEP => {
+                    return Err(invalid(format!(
+                        "{field}.rule at_least must be between 1 and {}",
+                        limits::APPROVERS_PER_STEP
+                    )))
+                }
+                _ => {}
             }
         }
     }
@@ -296,6 +323,29 @@ fn people(field: &str, list: &[UserId], requester: &UserId) -> Result<(), Domain
             return Err(invalid(format!(
                 "{field} names the requester {person}: a requester never approves their own request"
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a group's name: one token, like a user id but shorter.
+pub fn group(field: &str, value: &str) -> Result<(), DomainError> {
+    token(field, value, limits::GROUP)
+}
+
+/// Checks the groups a step names: at most the limit, each a valid name named once.
+fn groups(field: &str, list: &[String]) -> Result<(), DomainError> {
+    if list.len() > limits::GROUPS_PER_STEP {
+        return Err(invalid(format!(
+            "{field} has more than {} groups",
+            limits::GROUPS_PER_STEP
+        )));
+    }
+    let mut seen = HashSet::new();
+    for g in list {
+        group(field, g)?;
+        if !seen.insert(g) {
+            return Err(invalid(format!("{field} names {g} twice")));
         }
     }
     Ok(())

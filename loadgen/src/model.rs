@@ -183,6 +183,7 @@ pub fn decide(
             comment,
             expected_version: None,
             at,
+            authority: Default::default(),
         }))
         .map_err(|e| anyhow::anyhow!("the aggregate refused {user}'s decision: {e}"))?;
     for event in &events {

@@ -70,6 +70,10 @@ fn fold(
         folded.states.insert(id, serde_json::from_value(state)?);
     }
     for (index, event) in events.iter().enumerate() {
+        // A person's absences share the feed; they are no request's.
+        if !event.event.concerns_a_request() {
+            continue;
+        }
         let id = event.request_id.0;
         let mut aggregate = ApprovalRequest {
             request: folded.states.remove(&id),

@@ -1,6 +1,8 @@
 //! Projection `inbox`: one row per person and pending request that awaits their decision at its
 //! current step. Delegates are approvers of the step, so their inbox holds what was handed to
-//! them. The order is "nearest deadline first": the nearer of the request's due time and its
+//! them. A step's groups get rows of their own (user id `group <name>`, which no person's id can
+//! be), and the query adds to a person's own items those of their groups and of the people they
+//! stand in for (`absences`), resolved as it reads, so absences need no timer. The order is "nearest deadline first": the nearer of the request's due time and its
 //! current step's deadline (none last), then submission, then id.
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -50,11 +52,15 @@ impl InboxProjection {
             write_items: format!(
                 "INSERT INTO {inbox} (user_id, request_id, system, kind, title, amount_value, \
                      amount_currency, requester, submitted_at, due_at, due_key, step, status, \
-                     version, step_due_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
+                     version, step_due_at, decided) \
+                 SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, \
+                     COALESCE(string_to_array(NULLIF(c16, ''), ' '), '{{}}') \
+                 FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], \
                      $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::text[], \
-                     $14::int8[], $15::timestamptz[]) WHERE {{gate}} \
+                     $14::int8[], $15::timestamptz[], $16::text[]) \
+                     AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16) \
+                 WHERE {{gate}} \
                  ON CONFLICT (user_id, request_id) DO UPDATE SET system = EXCLUDED.system, \
                      kind = EXCLUDED.kind, title = EXCLUDED.title, \
                      amount_value = EXCLUDED.amount_value, \
@@ -62,7 +68,7 @@ impl InboxProjection {
                      requester = EXCLUDED.requester, submitted_at = EXCLUDED.submitted_at, \
                      due_at = EXCLUDED.due_at, due_key = EXCLUDED.due_key, \
                      step = EXCLUDED.step, status = EXCLUDED.status, version = EXCLUDED.version, \
-                     step_due_at = EXCLUDED.step_due_at \
+                     step_due_at = EXCLUDED.step_due_at, decided = EXCLUDED.decided \
                  RETURNING user_id, request_id"
             ),
             // $1: the changed requests, as bound for the states.
@@ -92,6 +98,9 @@ struct ItemRows {
     status: Vec<&'static str>,
     version: Vec<i64>,
     step_due_at: Vec<Option<DateTime<Utc>>>,
+    /// Who decided the open step, space-separated (user ids hold no white space); empty for a
+    /// person's own row.
+    decided: Vec<String>,
 }
 
 impl Projection for InboxProjection {
@@ -131,8 +140,23 @@ impl Projection for InboxProjection {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            for user in r.pending_approvers() {
-                items.user_id.push(user.0.clone());
+            let people = r
+                .pending_approvers()
+                .into_iter()
+                .map(|u| (u.0.clone(), String::new()));
+            let decided = r
+                .decided_open_step()
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let groups = r
+                .pending_groups()
+                .iter()
+                .map(|g| (group_key(g), decided.clone()));
+            for (user, decided) in people.chain(groups) {
+                items.user_id.push(user);
+                items.decided.push(decided);
                 items.request_id.push(*id);
                 items.system.push(r.system.0.clone());
                 items.kind.push(r.kind.clone());
@@ -177,10 +201,17 @@ impl Projection for InboxProjection {
         write.bind(&items.status)?;
         write.bind(&items.version)?;
         write.bind(&items.step_due_at)?;
+        write.bind(&items.decided)?;
         write.cte("inbox_items", &self.write_items, before);
         write.cte("inbox_gone", &self.write_gone, states_at);
         Ok(true)
     }
+}
+
+/// The inbox key of a group's items: `group <name>`. A user id never holds white space, so
+/// no person's items share it.
+pub fn group_key(group: &str) -> String {
+    format!("group {group}")
 }
 
 /// One item of a person's inbox.
@@ -274,6 +305,8 @@ pub struct InboxQuery {
     pub cursor: Option<InboxCursor>,
     /// At most this many items.
     pub limit: i64,
+    /// The caller's groups, from their token: their items are the caller's too.
+    pub groups: Vec<String>,
 }
 
 /// A page of an inbox.
@@ -287,21 +320,49 @@ pub struct InboxPage {
     pub total: i64,
 }
 
-/// A page of `user`'s inbox.
+/// A page of `user`'s inbox: their own items, their groups' ([`InboxQuery::groups`]) and those
+/// of everyone they stand in for now (`rm_absences`, chains followed), each request once. Never
+/// an item of a request the caller submitted, nor a group's item the caller has decided.
 pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage, ProjectionError> {
-    let filters =
-        "user_id = $1 AND ($2::text IS NULL OR system = $2) AND ($3::text IS NULL OR kind = $3)";
+    // Whose items are the caller's: the caller, the people they stand in for, their groups.
+    let keys = format!(
+        "WITH RECURSIVE {principals}, \
+         keys(key) AS (SELECT person FROM principals \
+             UNION SELECT 'group ' || g FROM UNNEST($3::text[]) AS g)",
+        principals = crate::absences::PRINCIPALS_CTE,
+    );
+    let filters = "requester <> $1 AND ($4::text IS NULL OR system = $4) \
+         AND ($5::text IS NULL OR kind = $5) \
+         AND (user_id NOT LIKE 'group %' OR NOT ($1 = ANY(decided)))";
+    let columns = "request_id, system, kind, title, amount_value, amount_currency, requester, \
+         submitted_at, due_at, due_key, step_due_at, step, status, version";
+    // Each key's items through the index: `OFFSET 0` keeps the lateral read from being merged
+    // into a join, which is planned as a hash join over the whole table (the planner cannot tell
+    // that `keys` holds a row or two): 100 ms instead of 2 on 200,000 items.
+    let total = format!(
+        "(SELECT count(DISTINCT t.request_id) FROM keys CROSS JOIN LATERAL ( \
+             SELECT request_id FROM rm_inbox WHERE user_id = keys.key AND {filters} \
+             OFFSET 0) AS t)"
+    );
+    // Each key's first page through the index, then each request once, then the page.
     let sql = format!(
-        "SELECT request_id, system, kind, title, amount_value, amount_currency, requester, \
-             submitted_at, due_at, due_key, step_due_at, step, status, version, \
-             (SELECT count(*) FROM rm_inbox WHERE {filters}) AS total \
-         FROM rm_inbox WHERE {filters} \
-           AND ($4::timestamptz IS NULL OR (due_key, submitted_at, request_id) > ($4, $5, $6)) \
-         ORDER BY due_key, submitted_at, request_id LIMIT $7"
+        "{keys}, \
+         candidates AS ( \
+             SELECT DISTINCT ON (i.request_id) i.* FROM keys CROSS JOIN LATERAL ( \
+                 SELECT {columns} FROM rm_inbox WHERE user_id = keys.key AND {filters} \
+                   AND ($6::timestamptz IS NULL \
+                        OR (due_key, submitted_at, request_id) > ($6, $7, $8)) \
+                 ORDER BY due_key, submitted_at, request_id LIMIT $9) AS i \
+             ORDER BY i.request_id) \
+         SELECT {columns}, {total} AS total FROM candidates \
+         ORDER BY due_key, submitted_at, request_id LIMIT $9"
     );
     let cursor = q.cursor;
+    let now = chrono::Utc::now();
     let mut fetched: Vec<InboxRowWithTotal> = sqlx::query_as(&sql)
         .bind(user)
+        .bind(now)
+        .bind(&q.groups)
         .bind(&q.system)
         .bind(&q.kind)
         .bind(cursor.map(|c| c.due_key))
@@ -314,13 +375,14 @@ pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage
         Some(first) => first.total,
         None if cursor.is_none() => 0,
         None => {
-            let (total,): (i64,) =
-                sqlx::query_as(&format!("SELECT count(*) FROM rm_inbox WHERE {filters}"))
-                    .bind(user)
-                    .bind(&q.system)
-                    .bind(&q.kind)
-                    .fetch_one(pool)
-                    .await?;
+            let (total,): (i64,) = sqlx::query_as(&format!("{keys} SELECT {total}"))
+                .bind(user)
+                .bind(now)
+                .bind(&q.groups)
+                .bind(&q.system)
+                .bind(&q.kind)
+                .fetch_one(pool)
+                .await?;
             total
         }
     };
@@ -333,6 +395,19 @@ pub async fn list(pool: &PgPool, user: &str, q: &InboxQuery) -> Result<InboxPage
         None
     };
     Ok(InboxPage { items, next, total })
+}
+
+/// The requests awaiting `user`'s own decision (not their groups', not those of people they
+/// stand in for): what an administrator's reassignment moves.
+pub async fn awaiting(pool: &PgPool, user: &str) -> Result<Vec<Uuid>, ProjectionError> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT request_id FROM rm_inbox WHERE user_id = $1 \
+         ORDER BY due_key, submitted_at, request_id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 #[derive(sqlx::FromRow)]

@@ -13,6 +13,8 @@
 //! - [`lookup`]: a system's reference to its request, for reconciliation (a query of
 //!   [`requests`]'s table, by the id the reference derives).
 //! - [`lists`]: each person's own requests and the ones they decided, searchable.
+//! - [`absences`]: every person's absences and deputies, and the queries that follow chains of
+//!   deputies.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -33,6 +35,7 @@ pub use approval_feed::{FeedEvent, Position};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub mod absences;
 pub mod aside;
 pub mod fold;
 pub mod inbox;
@@ -183,6 +186,8 @@ pub enum ReadModel {
     Inbox(inbox::InboxProjection),
     /// The requester's and the decider's lists.
     Lists(lists::ListsProjection),
+    /// People's absences and deputies.
+    Absences(absences::AbsencesProjection),
 }
 
 impl ReadModel {
@@ -192,6 +197,7 @@ impl ReadModel {
             Self::Requests(requests::RequestsProjection::new(schema)),
             Self::Inbox(inbox::InboxProjection::new(schema)),
             Self::Lists(lists::ListsProjection::new(schema)),
+            Self::Absences(absences::AbsencesProjection::new(schema)),
         ]
     }
 }
@@ -202,6 +208,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.name(),
             Self::Inbox(p) => p.name(),
             Self::Lists(p) => p.name(),
+            Self::Absences(p) => p.name(),
         }
     }
 
@@ -210,6 +217,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.tables(),
             Self::Inbox(p) => p.tables(),
             Self::Lists(p) => p.tables(),
+            Self::Absences(p) => p.tables(),
         }
     }
 
@@ -223,6 +231,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.write(write, events, states),
             Self::Inbox(p) => p.write(write, events, states),
             Self::Lists(p) => p.write(write, events, states),
+            Self::Absences(p) => p.write(write, events, states),
         }
     }
 
@@ -231,6 +240,7 @@ impl Projection for ReadModel {
             Self::Requests(p) => p.state_table(),
             Self::Inbox(p) => p.state_table(),
             Self::Lists(p) => p.state_table(),
+            Self::Absences(p) => p.state_table(),
         }
     }
 }

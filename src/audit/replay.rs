@@ -161,6 +161,7 @@ mod tests {
                     comment: None,
                     seen_version: 1,
                     at: at(10),
+                    on_behalf_of: None,
                 },
                 10,
             ),

@@ -102,16 +102,30 @@ impl Sources {
     }
 
     fn learn(&mut self, event: &FeedEvent) {
-        if let ApprovalEvent::RequestSubmitted {
-            system,
-            external_ref,
-            ..
-        } = &event.event
-        {
-            self.known.insert(
-                event.request_id.0,
-                (system.as_str().to_owned(), external_ref.clone()),
-            );
+        match &event.event {
+            ApprovalEvent::RequestSubmitted {
+                system,
+                external_ref,
+                ..
+            } => {
+                self.known.insert(
+                    event.request_id.0,
+                    (system.as_str().to_owned(), external_ref.clone()),
+                );
+            }
+            // A person's absences come from no system: they leave under a name of their own,
+            // with the absent person as the reference, and need no look-up.
+            ApprovalEvent::AbsenceRecorded { person, .. }
+            | ApprovalEvent::AbsenceEnded { person, .. } => {
+                self.known.insert(
+                    event.request_id.0,
+                    (
+                        crate::config::PEOPLE_SYSTEM.to_owned(),
+                        person.as_str().to_owned(),
+                    ),
+                );
+            }
+            _ => {}
         }
     }
 

@@ -53,6 +53,9 @@ pub enum Command {
         /// A role to grant: `auditor` or `admin`; repeat for several.
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// A group the person is in (the token's `groups` claim); repeat for several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
         /// How long the token is valid: `90s`, `15m`, `1h`, `7d`.
         #[arg(long, default_value = "1h")]
         ttl: String,

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 
 use crate::config::Settings;
-use crate::signing::issue_token;
+use crate::signing::issue_token_with_groups;
 
 /// Reads `90s`, `15m`, `1h`, `7d` or plain seconds.
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
@@ -29,7 +29,18 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
 }
 
 /// The token for `user`.
-pub fn run(settings: &Settings, user: &str, roles: &[String], ttl: &str) -> anyhow::Result<String> {
+pub fn run(
+    settings: &Settings,
+    user: &str,
+    roles: &[String],
+    groups: &[String],
+    ttl: &str,
+) -> anyhow::Result<String> {
+    for group in groups {
+        if approval_aggregates::validation::group("--group", group).is_err() {
+            bail!("--group {group:?}: a group is 1 to 64 characters without white space");
+        }
+    }
     for role in roles {
         if role != "auditor" && role != "admin" {
             bail!("--role {role:?}: the roles are auditor and admin");
@@ -37,7 +48,13 @@ pub fn run(settings: &Settings, user: &str, roles: &[String], ttl: &str) -> anyh
     }
     approval_aggregates::validation::user("USER", &approval_aggregates::UserId::new(user))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(issue_token(&settings.auth, user, roles, parse_ttl(ttl)?)?)
+    Ok(issue_token_with_groups(
+        &settings.auth,
+        user,
+        roles,
+        groups,
+        parse_ttl(ttl)?,
+    )?)
 }
 
 #[cfg(test)]

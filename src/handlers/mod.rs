@@ -151,6 +151,16 @@ impl Histories {
         Ok(Self(events::histories(conn, &upto).await?))
     }
 
+    /// The requester of request `id`, from its submission among the histories read.
+    pub(crate) fn requester_of(&self, id: Uuid) -> Option<&approval_aggregates::UserId> {
+        match self.0.get(&id).and_then(|h| h.first()).map(|e| &e.event) {
+            Some(approval_aggregates::ApprovalEvent::RequestSubmitted { requester, .. }) => {
+                Some(requester)
+            }
+            _ => None,
+        }
+    }
+
     /// The history of `envelope`'s request and the index of its event in it; its event is the
     /// last one when no later message of the same request was read with it. A permanent error
     /// when this ledger never stored that event.

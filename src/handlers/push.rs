@@ -168,6 +168,58 @@ fn conversation(
     }
 }
 
+/// Whom to tell, with the notification's title and text.
+type Note = (UserId, String, String);
+
+/// Adds to each note of a new item or reminder the deputies (chains followed) of the approvers
+/// it tells, as they stand now, but never a deputy who submitted the request: what lands in an
+/// approver's inbox lands in their deputy's too. One query for the batch.
+async fn tell_deputies(
+    conn: &mut sqlx::PgConnection,
+    notes: &mut [(&FeedEvent, Vec<Note>)],
+    histories: &Histories,
+) -> Result<(), HandlerError> {
+    let mut approvers: Vec<String> = notes
+        .iter()
+        .filter(|(event, _)| event.event.final_status().is_none())
+        .flat_map(|(_, told)| told.iter().map(|(u, _, _)| u.0.clone()))
+        .collect();
+    approvers.sort_unstable();
+    approvers.dedup();
+    if approvers.is_empty() {
+        return Ok(());
+    }
+    let deputies =
+        approval_projections::absences::deputies_of(&mut *conn, &approvers, chrono::Utc::now())
+            .await
+            .map_err(|e| match e {
+                approval_projections::ProjectionError::Database(db) => HandlerError::from(db),
+                other => HandlerError::Permanent(other.to_string()),
+            })?;
+    if deputies.is_empty() {
+        return Ok(());
+    }
+    for (event, told) in notes.iter_mut() {
+        if event.event.final_status().is_some() {
+            continue;
+        }
+        let requester = histories.requester_of(event.request_id.0);
+        let mut added = vec![];
+        for (user, title, text) in told.iter() {
+            for (_, deputy) in deputies.iter().filter(|(origin, _)| *origin == user.0) {
+                let deputy = UserId::new(deputy.clone());
+                let known = told.iter().any(|(u, _, _)| *u == deputy)
+                    || added.iter().any(|(u, _, _): &Note| *u == deputy);
+                if !known && requester != Some(&deputy) {
+                    added.push((deputy, title.clone(), text.clone()));
+                }
+            }
+        }
+        told.extend(added);
+    }
+    Ok(())
+}
+
 /// A time left, roughly, for a person: `2 d`, `3 h`, `45 min`, `30 s`.
 fn roughly(seconds: i64) -> String {
     let seconds = seconds.max(0);
@@ -204,6 +256,7 @@ impl Handler for Push {
                 notes.push((&history[index], told));
             }
         }
+        tell_deputies(&mut conn, &mut notes, &histories).await?;
         let mut users: Vec<String> = notes
             .iter()
             .flat_map(|(_, told)| told.iter().map(|(u, _, _)| u.0.clone()))

@@ -123,6 +123,12 @@ fn actor(claims: Claims) -> Result<Actor, ApiError> {
             auditor: claims.roles.iter().any(|r| r == "auditor"),
             admin: claims.roles.iter().any(|r| r == "admin"),
         },
+        // Names that break the rules of a group name could never match a step's group.
+        groups: claims
+            .groups
+            .into_iter()
+            .filter(|g| validation::group("groups", g).is_ok())
+            .collect(),
     })
 }
 

@@ -41,6 +41,7 @@ pub async fn bulk(
     let key = idempotency::key(&req)?;
     let fingerprint = idempotency::fingerprint(&req, &body);
     let actor = person.0;
+    let authority = state.policy.authority_of(&actor);
     idempotency::once(
         &state,
         actor.user.as_str(),
@@ -65,6 +66,7 @@ pub async fn bulk(
                     .map(|(index, item)| {
                         let state = &state;
                         let actor = &actor;
+                        let authority = &authority;
                         let req = &req;
                         let comment = input.comment.clone();
                         // Each item gets its own key, so a retry after a lost answer finds each one.
@@ -87,6 +89,7 @@ pub async fn bulk(
                                 Err(e) => return failed(e),
                             };
                             let command = ApprovalCommand::Decide(Decision {
+                                authority: authority.clone(),
                                 actor: actor.clone(),
                                 verdict: Verdict::from(item.decision),
                                 comment,

@@ -102,11 +102,24 @@ value_schema!(
     )
 );
 value_schema!(
-    /// The approvers of a step: 1 to 50 people, none twice.
+    /// The approvers of a step: up to 50 people, none twice; at least one unless the step
+    /// names groups.
     Approvers => ArrayBuilder::new()
         .items(Name::schema())
-        .min_items(Some(1))
         .max_items(Some(limits::APPROVERS_PER_STEP))
+        .unique_items(true)
+        .into()
+);
+value_schema!(
+    /// A group's name, as a token's `groups` claim lists it: 1 to 64 characters, no white space
+    /// or control characters.
+    GroupName => string_schema("A group", limits::GROUP, name_pattern())
+);
+value_schema!(
+    /// The groups whose members may decide a step: up to 10, none twice.
+    Groups => ArrayBuilder::new()
+        .items(GroupName::schema())
+        .max_items(Some(limits::GROUPS_PER_STEP))
         .unique_items(true)
         .into()
 );
@@ -283,9 +296,15 @@ impl From<Rule> for RuleDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDto {
-    /// The people who decide it, each once; never the requester.
-    #[schema(value_type = Approvers)]
-    pub approvers: Vec<String>,
+    /// The people who decide it, each once; never the requester. May be left out (or empty)
+    /// when `groups` names at least one group.
+    #[schema(value_type = Option<Approvers>)]
+    pub approvers: Option<Vec<String>>,
+    /// Groups whose members may decide it too, each member counting as one person (their
+    /// token's `groups` claim says who is in a group). A step with groups takes the rule `any`
+    /// or `at_least` (never `all`: a group's members are not known).
+    #[schema(value_type = Option<Groups>, example = json!(["finance"]))]
+    pub groups: Option<Vec<String>>,
     /// What completes it.
     pub rule: RuleDto,
     /// How long after the step becomes current (the first: after submission) it is due, as an
@@ -355,7 +374,13 @@ impl SubmitBody {
                 .transpose()
                 .map_err(|e| ApiError::invalid(format!("steps[{index}].due_in: {e}")))?;
             steps.push(StepSpec {
-                approvers: s.approvers.into_iter().map(UserId::new).collect(),
+                approvers: s
+                    .approvers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(UserId::new)
+                    .collect(),
+                groups: s.groups.unwrap_or_default(),
                 rule: s.rule.into(),
                 due_in,
                 escalate_to: s
@@ -563,6 +588,74 @@ pub struct BulkResult {
     pub error: Option<ErrorDetail>,
 }
 
+/// An absence to record: the caller is away from `from` until `until` and `deputy` decides in
+/// their place.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbsenceBody {
+    /// Who decides in the caller's place: not the caller, and nobody whose own deputies (while
+    /// the absence lasts) lead back to the caller.
+    #[schema(value_type = Name)]
+    pub deputy: String,
+    /// When it starts (RFC 3339); may be in the past.
+    pub from: DateTime<Utc>,
+    /// When it ends (RFC 3339, exclusive): after `from` and in the future.
+    pub until: DateTime<Utc>,
+    /// Why, optionally.
+    #[schema(value_type = Option<Comment>)]
+    pub comment: Option<String>,
+}
+
+/// An absence of the caller's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbsenceOut {
+    /// Its id.
+    pub id: Uuid,
+    /// Who decides in the caller's place.
+    pub deputy: String,
+    /// When it starts.
+    pub from: DateTime<Utc>,
+    /// When it ends (exclusive); an early end moves it.
+    pub until: DateTime<Utc>,
+    /// What the caller wrote.
+    pub comment: Option<String>,
+}
+
+impl From<approval_projections::absences::AbsenceRow> for AbsenceOut {
+    fn from(r: approval_projections::absences::AbsenceRow) -> Self {
+        Self {
+            id: r.id,
+            deputy: r.deputy,
+            from: r.from_at,
+            until: r.until_at,
+            comment: r.comment,
+        }
+    }
+}
+
+/// The caller's absences that are not over, earliest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbsencesAnswer {
+    /// The absences.
+    pub items: Vec<AbsenceOut>,
+}
+
+/// An administrator's reassignment: every pending request where `from` is an undecided
+/// approver of the current step goes to `to`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReassignBody {
+    /// Whose places move.
+    #[schema(value_type = Name)]
+    pub from: String,
+    /// Who takes them.
+    #[schema(value_type = Name)]
+    pub to: String,
+    /// Why.
+    #[schema(value_type = Option<Comment>)]
+    pub comment: Option<String>,
+}
+
 /// The results of a bulk decision, in the order of its items.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkAnswer {
@@ -668,6 +761,9 @@ pub struct DecisionOut {
     pub seen_version: Option<u64>,
     /// When.
     pub at: DateTime<Utc>,
+    /// The absent approver whose place `by` took as their deputy; the decision counts as
+    /// theirs. `null` when `by` decided in their own place.
+    pub on_behalf_of: Option<String>,
 }
 
 /// One hand-over in a step.
@@ -692,6 +788,8 @@ pub struct StepOut {
     pub rule: RuleDto,
     /// Who decides it now.
     pub approvers: Vec<String>,
+    /// The groups whose members may decide it too.
+    pub groups: Vec<String>,
     /// `completed`, `active`, `waiting` (not reached yet) or `closed` (the request ended first).
     pub state: String,
     /// When its rule was met.
@@ -836,6 +934,7 @@ fn step_out(index: usize, step: &Step, request: &Request, now: Timestamp) -> Ste
         index,
         rule: step.rule.into(),
         approvers: step.approvers.iter().map(|a| a.0.clone()).collect(),
+        groups: step.groups.clone(),
         state: state.to_owned(),
         completed_at: step.completed_at,
         due_at: step.due_at,
@@ -852,6 +951,7 @@ fn step_out(index: usize, step: &Step, request: &Request, now: Timestamp) -> Ste
                 comment: d.comment.clone(),
                 seen_version: d.seen_version,
                 at: d.at,
+                on_behalf_of: d.on_behalf_of.as_ref().map(|u| u.0.clone()),
             })
             .collect(),
         delegations: step

@@ -62,6 +62,10 @@ codes! {
     NotAParticipant => "not_a_participant", FORBIDDEN, "Only the requester, an approver or a delegate of the request may comment on it.";
     NotReturned => "not_returned", CONFLICT, "Only a returned request can be resubmitted.";
     AttachmentUnavailable => "attachment_unavailable", BAD_GATEWAY, "The source system could not give the attachment (refused, failed, or too slow).";
+    OverAuthorityLimit => "over_authority_limit", FORBIDDEN, "The amount is above the most the caller may approve in its currency ([policy.limits]).";
+    SeparationOfDuties => "separation_of_duties", FORBIDDEN, "The caller (or the person they stand in for) approved another step of the request.";
+    ExpectedVersionRequired => "expected_version_required", UNPROCESSABLE_ENTITY, "The amount is above [policy] require_version_above: the decision must send expected_version.";
+    InvalidAbsence => "invalid_absence", UNPROCESSABLE_ENTITY, "until is not after from (or is past), the deputy is the caller, or it would close a circle of deputies.";
 }
 
 /// The body of every error answer.
@@ -197,6 +201,12 @@ impl From<DomainError> for ApiError {
             DomainError::NoOpenQuestion => Code::NoOpenQuestion,
             DomainError::NotAParticipant => Code::NotAParticipant,
             DomainError::NotReturned(_) => Code::NotReturned,
+            DomainError::OverAuthorityLimit { .. } => Code::OverAuthorityLimit,
+            DomainError::SeparationOfDuties => Code::SeparationOfDuties,
+            DomainError::ExpectedVersionRequired(_) => Code::ExpectedVersionRequired,
+            DomainError::InvalidAbsence(_) => Code::InvalidAbsence,
+            DomainError::Forbidden(_) => Code::Forbidden,
+            DomainError::AbsenceNotFound => Code::NotFound,
         };
         Self::new(code, e.to_string())
     }

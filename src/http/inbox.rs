@@ -50,6 +50,7 @@ pub async fn list(
             kind: params.kind,
             cursor,
             limit,
+            groups: person.0.groups.clone(),
         },
     )
     .await?;

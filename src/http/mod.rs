@@ -17,6 +17,8 @@ use crate::http::errors::ApiError;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
+pub mod absences;
+pub mod admin;
 pub mod attachments;
 pub mod auth;
 pub mod conversation;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub remind_before: Vec<approval_aggregates::Period>,
     /// Fetches attachments from the source systems; holds their limits.
     pub attachments: attachments::Fetcher,
+    /// `[policy]`: each decision's authority is made from it.
+    pub policy: crate::config::Policy,
 }
 
 /// How `/readyz` checks the broker.
@@ -122,6 +126,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(conversation::system_answer)
                     .service(conversation::resubmit)
                     .service(attachments::download)
+                    .service(absences::create)
+                    .service(absences::list)
+                    .service(absences::end)
+                    .service(admin::reassign)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)

@@ -14,8 +14,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::errors::{ApiError, Code};
 use crate::http::{
-    api_doc, decisions, devices, dto, errors, history, inbox, requests, stream, systems, AppState,
-    Limits,
+    absences, admin, api_doc, decisions, devices, dto, errors, history, inbox, requests, stream,
+    systems, AppState, Limits,
 };
 
 /// The document.
@@ -35,6 +35,8 @@ use crate::http::{
         decisions::bulk,
         devices::register, devices::unregister,
         stream::stream,
+        absences::create, absences::list, absences::end,
+        admin::reassign,
         serve,
     ),
     components(schemas(
@@ -49,6 +51,7 @@ use crate::http::{
         devices::DeviceBody,
         history::HistoryAnswer,
         crate::stream::InboxChange,
+        dto::AbsenceBody, dto::AbsenceOut, dto::AbsencesAnswer, dto::ReassignBody,
     )),
     modifiers(&Security),
     tags(
@@ -56,6 +59,8 @@ use crate::http::{
         (name = "inbox", description = "The caller's pending decisions"),
         (name = "requests", description = "Requests and the decisions people make on them"),
         (name = "devices", description = "Devices registered for push notifications"),
+        (name = "absences", description = "The caller's absences and their deputies"),
+        (name = "admin", description = "What administrators do to other people's work"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -3,7 +3,7 @@
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use approval_aggregates::{
-    Actor, ApprovalCommand, Decision, Delegation, RequestId, UserId, Verdict, Withdrawal,
+    Actor, ApprovalCommand, Authority, Decision, Delegation, RequestId, UserId, Verdict, Withdrawal,
 };
 use chrono::Utc;
 
@@ -39,8 +39,18 @@ pub async fn detail(
     let id = request_id(&path)?;
     let request = approval_projections::requests::get(&state.pool, id.0)
         .await?
-        .filter(|r| r.is_visible_to(&person.0))
         .ok_or_else(ApiError::not_found)?;
+    // A deputy sees what the people they stand in for see; looked up only for a caller who
+    // sees nothing in their own right.
+    if !request.is_visible_to(&person.0) {
+        let principals = state
+            .ledger
+            .principals_of(&person.0.user, Utc::now())
+            .await?;
+        if !request.is_visible_through(&person.0, &principals) {
+            return Err(ApiError::not_found());
+        }
+    }
     let timeline = approval_projections::requests::timeline(&state.pool, id.0).await?;
     Ok(HttpResponse::Ok().json(RequestDetail::of(&request, timeline, Utc::now())))
 }
@@ -110,9 +120,13 @@ where
     .await
 }
 
-fn decide(verdict: Verdict) -> impl FnOnce(Actor, DecisionBody) -> ApprovalCommand {
+fn decide(
+    verdict: Verdict,
+    authority: Authority,
+) -> impl FnOnce(Actor, DecisionBody) -> ApprovalCommand {
     move |actor, body| {
         ApprovalCommand::Decide(Decision {
+            authority,
             actor,
             verdict,
             comment: body.comment,
@@ -132,10 +146,10 @@ macro_rules! decision_route {
             responses(
                 (status = 200, body = CommandAnswer),
                 (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-                (status = 403, description = "`not_an_approver`, `own_request`", body = ErrorBody),
+                (status = 403, description = "`not_an_approver`, `own_request`, `over_authority_limit`, `separation_of_duties`", body = ErrorBody),
                 (status = 404, body = ErrorBody),
                 (status = 409, description = "`version_conflict`, `not_pending`, `already_decided`", body = ErrorBody),
-                (status = 422, description = "`comment_required`, `validation_failed`, `idempotency_key_reused`", body = ErrorBody),
+                (status = 422, description = "`comment_required`, `validation_failed`, `expected_version_required`, `idempotency_key_reused`", body = ErrorBody),
                 (status = 503, body = ErrorBody),
             ),
             security(("bearer" = []))
@@ -148,7 +162,8 @@ macro_rules! decision_route {
             path: web::Path<String>,
             body: web::Bytes,
         ) -> Result<HttpResponse, ApiError> {
-            person_command(state, req, person, path, body, decide($verdict)).await
+            let authority = state.policy.authority_of(&person.0);
+            person_command(state, req, person, path, body, decide($verdict, authority)).await
         }
     };
 }

@@ -9,6 +9,7 @@
 //! caller gave no `expected_version`, so a caller only hears of a conflict when the request
 //! really moved on under them.
 
+pub mod absences;
 pub mod cache;
 
 use std::collections::HashMap;
@@ -71,7 +72,7 @@ pub struct CommandMeta {
 }
 
 impl CommandMeta {
-    fn to_map(&self) -> HashMap<String, String> {
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
         [
             ("request_id", &self.request_id),
             ("actor", &self.actor),
@@ -88,6 +89,7 @@ impl CommandMeta {
 #[derive(Clone)]
 pub struct Ledger {
     store: Arc<EventStore>,
+    absences: Arc<crate::store::AbsenceStore>,
     cache: Arc<Cache>,
     pool: PgPool,
     signal: CommitSignal,
@@ -107,6 +109,7 @@ impl Ledger {
     ) -> Self {
         Self {
             store: Arc::new(store::event_store(pool.clone())),
+            absences: Arc::new(store::absence_store(pool.clone())),
             cache: Arc::new(Cache::new(settings.cache_requests)),
             pool,
             signal,
@@ -152,7 +155,17 @@ impl Ledger {
         meta: &CommandMeta,
     ) -> Result<Executed, LedgerError> {
         let name = command.name();
-        let result = self.append(id, command, meta).await;
+        // A decision whose actor may turn out to stand in for someone: kept to try again.
+        let decision = match &command {
+            ApprovalCommand::Decide(d) if d.authority.principals.is_none() => Some(d.clone()),
+            _ => None,
+        };
+        let mut result = self.append(id, command, meta).await;
+        if let Some(decision) = decision {
+            if let Some(deputising) = self.as_deputy(decision, &result).await? {
+                result = self.append(id, deputising, meta).await;
+            }
+        }
         let outcome = match &result {
             Ok(e) if e.written => "ok",
             Ok(_) => "noop",
@@ -349,7 +362,7 @@ fn after_race(refusal: DomainError, lost_race: bool) -> LedgerError {
 }
 
 /// Sorts a failed query into "unavailable, retry" and "fault".
-fn sql_error(err: sqlx::Error) -> LedgerError {
+pub(crate) fn sql_error(err: sqlx::Error) -> LedgerError {
     if store::is_unavailable(&err) {
         LedgerError::Unavailable(err.to_string())
     } else {
@@ -358,7 +371,7 @@ fn sql_error(err: sqlx::Error) -> LedgerError {
 }
 
 /// Sorts a storage failure into "unavailable, retry" and "fault".
-fn storage_error(err: AggregateError<DomainError>) -> LedgerError {
+pub(crate) fn storage_error(err: AggregateError<DomainError>) -> LedgerError {
     match err {
         AggregateError::UserError(e) => LedgerError::Domain(e),
         AggregateError::AggregateConflict => {

@@ -134,7 +134,18 @@ pub async fn append(
     events: Vec<ApprovalEvent>,
     metadata: &HashMap<String, String>,
 ) -> Result<Option<Position>, AppendError> {
-    let aggregate_id = id.to_string();
+    append_to::<ApprovalRequest>(pool, id.to_string(), last_sequence, events, metadata).await
+}
+
+/// [`append`] to an aggregate of type `A` (a request, or a person's absences), whose id is
+/// `aggregate_id`.
+pub async fn append_to<A: Aggregate<Event = ApprovalEvent>>(
+    pool: &PgPool,
+    aggregate_id: String,
+    last_sequence: usize,
+    events: Vec<ApprovalEvent>,
+    metadata: &HashMap<String, String>,
+) -> Result<Option<Position>, AppendError> {
     let n = events.len();
     let mut sequences = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -142,7 +153,7 @@ pub async fn append(
     let mut payloads = Vec::with_capacity(n);
     let mut metadatas = Vec::with_capacity(n);
     for (payload, sequence) in events.into_iter().zip(last_sequence + 1..) {
-        let envelope = EventEnvelope::<ApprovalRequest> {
+        let envelope = EventEnvelope::<A> {
             aggregate_id: aggregate_id.clone(),
             sequence,
             payload,
@@ -164,7 +175,7 @@ pub async fn append(
          ORDER BY o \
          RETURNING tx_id, global_id",
     )
-    .bind(ApprovalRequest::TYPE)
+    .bind(A::TYPE)
     .bind(&aggregate_id)
     .bind(&sequences)
     .bind(&types)

@@ -21,6 +21,15 @@ pub mod idempotency;
 /// The cqrs-es event store of approval requests, on postgres-es.
 pub type EventStore = PersistedEventStore<PostgresEventRepository, ApprovalRequest>;
 
+/// The cqrs-es event store of people's absences, on postgres-es, in the same table.
+pub type AbsenceStore = PersistedEventStore<PostgresEventRepository, approval_aggregates::Absences>;
+
+/// The absences' event store over `pool`.
+pub fn absence_store(pool: PgPool) -> AbsenceStore {
+    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+        .with_upcasters(upcasters())
+}
+
 /// The event store over `pool`, reading old event versions through the aggregate's upcasters.
 pub fn event_store(pool: PgPool) -> EventStore {
     PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))

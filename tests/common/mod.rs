@@ -242,6 +242,38 @@ impl TestApp {
         issue_token(&self.settings.auth, user, &roles, 3600).expect("token")
     }
 
+    /// A token for `user` whose `groups` claim lists `groups`.
+    pub fn token_in_groups(&self, user: &str, roles: &[&str], groups: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        approval_ledger::signing::issue_token_with_groups(
+            &self.settings.auth,
+            user,
+            &roles,
+            &groups,
+            3600,
+        )
+        .expect("token")
+    }
+
+    /// `method` on `path` with the bearer `token` and, unless `None`, a JSON `body`.
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut call = self
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            call = call.json(body);
+        }
+        call.send().await.expect("request")
+    }
+
     /// A call signed as `system` with `secret`, now.
     pub async fn system_call(
         &self,

@@ -15,9 +15,10 @@ a real client sends a new key with every new call. tests/idempotency.rs covers t
 
 A submission the fuzzer means to be valid is made to keep the rules that span fields or that
 JSON Schema cannot state (docs/api.md, "Submission rules"): the requester is no approver,
-`at_least` is at most the step's approvers, `due_at` is in the future, a step's `escalate_to`
-names no requester and comes with a `due_in`, and a `due_in` is longer than zero and at most 366
-days. Every other rule is in the schema, and the service must accept what that allows. A
+`at_least` is at most the step's approvers (unless the step names groups), a step names
+approvers or groups, a step with groups is not `all`, `due_at` is in the future, a step's
+`escalate_to` names no requester and comes with a `due_in`, and a `due_in` is longer than zero
+and at most 366 days. Every other rule is in the schema, and the service must accept what that allows. A
 resubmission keeps the same rules, and names the path's reference and the request's requester.
 """
 
@@ -36,6 +37,10 @@ import schemathesis
 from hypothesis.internal import lambda_sources
 
 TOKEN = os.environ["LEDGER_FUZZ_TOKEN"]
+# The administrator's routes (/v1/admin/...) take an administrator's token.
+ADMIN_TOKEN = os.environ.get("LEDGER_FUZZ_ADMIN_TOKEN", TOKEN)
+# Who LEDGER_FUZZ_TOKEN names.
+FUZZ_USER = "alice"
 SYSTEM_SECRET = os.environ["LEDGER_FUZZ_SYSTEM_SECRET"].encode()
 
 
@@ -55,6 +60,8 @@ class LedgerAuth(requests.auth.AuthBase):
             timestamp = int(time.time())
             request.headers["X-Ledger-Timestamp"] = str(timestamp)
             request.headers["X-Ledger-Signature"] = sign(timestamp, body)
+        elif urlsplit(request.url).path.startswith("/v1/admin/"):
+            request.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
         else:
             request.headers["Authorization"] = f"Bearer {TOKEN}"
         return request
@@ -76,9 +83,18 @@ def keep_cross_field_rules(body: dict) -> None:
     that breaks the schema still breaks it."""
     requester = body.get("requester")
     for step in body.get("steps") if isinstance(body.get("steps"), list) else []:
-        approvers = step.get("approvers") if isinstance(step, dict) else None
-        if not isinstance(approvers, list):
+        if not isinstance(step, dict):
             continue
+        groups = step.get("groups")
+        has_groups = isinstance(groups, list) and len(groups) > 0
+        if has_groups and step.get("rule") == "all":
+            step["rule"] = "any"
+        if not has_groups and groups in (None, []) and step.get("approvers") in (None, []):
+            step["approvers"] = ["fuzz-approver" if requester != "fuzz-approver" else "fuzz-other"]
+        approvers = step.get("approvers")
+        if approvers is not None and not isinstance(approvers, list):
+            continue
+        approvers = approvers if approvers is not None else []
         if isinstance(requester, str) and requester in approvers:
             stand_in = f"not-{requester}"[:128]
             approvers[:] = list(dict.fromkeys(stand_in if a == requester else a for a in approvers))
@@ -96,7 +112,7 @@ def keep_cross_field_rules(body: dict) -> None:
         rule = step.get("rule")
         count = rule.get("at_least") if isinstance(rule, dict) else None
         whole = isinstance(count, (int, float)) and not isinstance(count, bool) and count == int(count)
-        if whole and approvers and count > len(approvers):
+        if whole and approvers and not has_groups and count > len(approvers):
             rule["at_least"] = len(approvers)
     due_at = body.get("due_at")
     if isinstance(due_at, str):
@@ -107,6 +123,39 @@ def keep_cross_field_rules(body: dict) -> None:
         now = datetime.now(timezone.utc)
         if due.tzinfo is not None and due <= now + timedelta(minutes=5):
             body["due_at"] = (now + timedelta(days=30)).isoformat()
+
+
+def keep_absence_rules(body: dict) -> None:
+    """Makes an absence keep the rules that span fields or depend on now: `until` after `from`
+    and in the future, and a deputy who is not the caller."""
+    if body.get("deputy") == FUZZ_USER:
+        body["deputy"] = "not-alice"
+    start, end = body.get("from"), body.get("until")
+    if not (isinstance(start, str) and isinstance(end, str)):
+        return
+    try:
+        start_at, end_at = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError:
+        return
+    if start_at.tzinfo is None or end_at.tzinfo is None:
+        return
+    now = datetime.now(timezone.utc)
+    if end_at <= max(start_at, now):
+        try:
+            body["until"] = (max(start_at, now) + timedelta(days=1)).isoformat()
+        except OverflowError:
+            body["from"] = now.isoformat()
+            body["until"] = (now + timedelta(days=1)).isoformat()
+
+
+def keep_reassign_rules(body: dict) -> None:
+    """Makes a reassignment move someone else's places than alice's (the other operations
+    decide her requests) to another person."""
+    if body.get("from") == FUZZ_USER:
+        body["from"] = "not-alice"
+    source, target = body.get("from"), body.get("to")
+    if isinstance(source, str) and source == target:
+        body["to"] = f"{target[:120]}-other"
 
 
 @schemathesis.hook
@@ -134,6 +183,10 @@ def before_call(context, case, kwargs):
         if isinstance(case.body.get("requester"), str):
             case.body["requester"] = "dina"
             keep_cross_field_rules(case.body)
+    if case.method.upper() == "POST" and case.path == "/v1/me/absences" and isinstance(case.body, dict):
+        keep_absence_rules(case.body)
+    if case.method.upper() == "POST" and case.path == "/v1/admin/reassign" and isinstance(case.body, dict):
+        keep_reassign_rules(case.body)
 
 
 # CPython 3.11 before 3.11.8 may raise a spurious SystemError ("AST constructor recursion depth
