@@ -30,18 +30,12 @@ pub async fn list(
     params: web::Query<InboxParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let max = state.limits.page;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT.min(max));
-    if !(1..=max).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {max}"
-        )));
-    }
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|c| InboxCursor::decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
-        .transpose()?;
+    let (limit, cursor) = page_request(
+        &state,
+        params.limit,
+        params.cursor.as_deref(),
+        InboxCursor::decode,
+    )?;
     let page = inbox::list(
         &state.pool,
         person.0.user.as_str(),
@@ -59,4 +53,25 @@ pub async fn list(
         next_cursor: page.next.map(|c| c.encode()),
         total: page.total,
     }))
+}
+
+/// A page's `limit` (the default when none, at most `[http] page`) and its `cursor` read by
+/// `decode`: 400 for a limit out of range or a cursor that does not decode.
+pub(crate) fn page_request<C>(
+    state: &AppState,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    decode: impl Fn(&str) -> Option<C>,
+) -> Result<(i64, Option<C>), ApiError> {
+    let max = state.limits.page;
+    let limit = limit.unwrap_or(DEFAULT_LIMIT.min(max));
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    let cursor = cursor
+        .map(|c| decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
+        .transpose()?;
+    Ok((limit, cursor))
 }

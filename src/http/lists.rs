@@ -18,10 +18,9 @@ use uuid::Uuid;
 use crate::http::auth::Person;
 use crate::http::dto::MoneyDto;
 use crate::http::errors::{ApiError, ErrorBody};
+use crate::http::inbox::page_request;
 use crate::http::AppState;
 
-/// Items per page when the caller names no limit.
-const DEFAULT_LIMIT: i64 = 50;
 /// The longest `q`, in characters.
 const MAX_QUERY: usize = 200;
 
@@ -199,18 +198,7 @@ pub async fn list(
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let max = state.limits.page;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT.min(max));
-    if !(1..=max).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {max}"
-        )));
-    }
-    let after = params
-        .cursor
-        .as_deref()
-        .map(|c| decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
-        .transpose()?;
+    let (limit, after) = page_request(&state, params.limit, params.cursor.as_deref(), decode)?;
     if let Some(q) = &params.q {
         if q.chars().count() > MAX_QUERY {
             return Err(ApiError::bad_request(format!(
