@@ -7,12 +7,15 @@
 # table ending with the `bench:` line. See docs/benchmarks.md.
 #
 #   scripts/bench.sh [--duration SECONDS] [--requests N] [--rate N] [--concurrency A,B]
-#                    [--ledger PATH]
+#                    [--ledger PATH] [--no-lists]
 #
 # --ledger runs another build of the service (its `approval-ledger` binary) under this checkout's
 # load generator and measures, so that an old build and a new one can be alternated in one
 # sitting with the same measures: `git worktree add ../old REV && (cd ../old && cargo build
 # --release -p approval-ledger)`, then `scripts/bench.sh --ledger ../old/target/release/approval-ledger`.
+#
+# --no-lists skips the lists phase, for a build from before GET /v1/requests existed (the
+# saturation phases are measured the same either way; the lists phase runs after them).
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust), psql and pgbench. RabbitMQ is used
 # by the service when it runs a relay. Everything it starts is stopped, and its database dropped,
@@ -25,6 +28,7 @@ requests=110000
 rate=300
 concurrency=16,32
 ledger_under_test=
+lists=1
 pg_server=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 while (($#)); do
   case $1 in
@@ -33,7 +37,8 @@ while (($#)); do
     --rate) rate=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --ledger) ledger_under_test=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --no-lists) lists=; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -158,9 +163,11 @@ step "$loadgen" run --config "$config" --base "http://127.0.0.1:$api_port" \
   --fake "http://127.0.0.1:$fake_port" --rate "$rate" --duration "$duration" \
   --concurrency "$concurrency" --service-pid "$service" --out "$out/run.json" >"$out/run.env" 2> >(tee "$out/run.log" >&2)
 
-log "lists: the seed's requesters read their own lists and search them, $duration s"
-step "$loadgen" lists --config "$config" --base "http://127.0.0.1:$api_port" \
-  --duration "$duration" --out "$out/lists.json" 2> >(tee "$out/lists.log" >&2)
+if [[ -n $lists ]]; then
+  log "lists: the seed's requesters read their own lists and search them, $duration s"
+  step "$loadgen" lists --config "$config" --base "http://127.0.0.1:$api_port" \
+    --duration "$duration" --out "$out/lists.json" 2> >(tee "$out/lists.log" >&2)
+fi
 
 # The service's peak resident set over the whole run (VmHWM), and where it ended (VmRSS).
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$service/status")
@@ -193,5 +200,5 @@ else
 fi
 
 "$loadgen" report --results "$out/run.json" ${pg_tps:+--pg-tps "$pg_tps"} --rss-mb "$rss_mb" \
-  --lists "$out/lists.json" |
+  ${lists:+--lists "$out/lists.json"} |
   tee "$out/report.txt"
