@@ -3,6 +3,7 @@
 //! signed legacy system or as a person with a token.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod cli;
 pub mod fake;
 pub mod sse;
