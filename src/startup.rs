@@ -150,6 +150,8 @@ impl Application {
         let mut tasks = vec![
             tokio::spawn(signal.clone().announce(pool.clone(), stop.clone())),
             tokio::spawn(signal.clone().listen(pool.clone(), stop.clone())),
+            // The console's last hour, sampled off the command path.
+            tokio::spawn(crate::series::Series::sample(metrics.clone(), stop.clone())),
         ];
         let mut broker_task = None;
         let mut own_pools = vec![];
