@@ -357,6 +357,15 @@ impl Application {
                     .policy
                     .parsed()
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
+                console: http::console::Setup {
+                    systems: settings
+                        .systems
+                        .iter()
+                        .map(|(key, system)| (key.clone(), system.name.clone()))
+                        .collect(),
+                    broker_url: settings.broker.url.clone(),
+                    topology: crate::broker::Topology::new(&settings.broker.exchange),
+                },
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

@@ -3,7 +3,7 @@
 //! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
-//! the caller's own lists.
+//! the caller's own lists. [`console`] serves the operators' console page and its admin data.
 
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ pub mod absences;
 pub mod admin;
 pub mod attachments;
 pub mod auth;
+pub mod console;
 pub mod conversation;
 pub mod decisions;
 pub mod devices;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub attachments: attachments::Fetcher,
     /// `[policy]`: each decision's authority is made from it.
     pub policy: crate::config::Policy,
+    /// What the operators' console reads of the configuration.
+    pub console: console::Setup,
 }
 
 /// How `/readyz` checks the broker.
@@ -80,12 +83,13 @@ pub enum BrokerProbe {
     Address(String),
 }
 
-/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]) and the operators'
-/// routes ([`ops::OpsDoc`]).
+/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]), the operators'
+/// routes ([`ops::OpsDoc`]) and the console's data ([`console::ConsoleDoc`]).
 pub fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::ApiDoc::openapi()
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
+        .merge_from(console::ConsoleDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -130,6 +134,13 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(absences::list)
                     .service(absences::end)
                     .service(admin::reassign)
+                    .service(console::overview)
+                    .service(console::dead_letters)
+                    .service(console::retry_dead_letter)
+                    .service(console::console_page)
+                    .service(console::console_script)
+                    .service(console::console_style)
+                    .service(console::console_redirect)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
