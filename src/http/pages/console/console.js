@@ -250,10 +250,13 @@
     return 10 * power;
   }
 
+  const chartWidth = (box) => Math.max(300, Math.min(900, Math.round(box.clientWidth || 640)));
+
   const short = (v) => (v >= 100 ? Math.round(v).toString() : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 
   function lineChart(box, title, unit, minutes, lines) {
-    const W = 640, H = 210, L = 52, R = 14, T = 10, B = 26;
+    // Drawn at the box's own width, so that its text keeps its size on a phone.
+    const W = chartWidth(box), H = 210, L = 52, R = 14, T = 10, B = 26;
     const all = lines.flatMap((line) => minutes.map(line.value)).filter((v) => v !== null && v !== undefined);
     const max = niceMax(Math.max(0, ...all));
     const x = (i) => L + (i / Math.max(1, minutes.length - 1)) * (W - L - R);
@@ -322,7 +325,7 @@
       box.replaceChildren(el("p", { class: "muted" }, "No approvals to count yet."));
       return;
     }
-    const W = 640, L = 120, R = 14, ROW = 30, T = 6;
+    const W = chartWidth(box), L = Math.min(120, W / 4), R = 14, ROW = 30, T = 6;
     const H = T + groups.length * ROW + 24;
     const max = niceMax(Math.max(1, ...groups.map((g) => OUTCOMES.reduce((s, [k]) => s + (g[k] || 0), 0))));
     const scale = (v) => (v / max) * (W - L - R);
@@ -331,7 +334,8 @@
     groups.forEach((g, row) => {
       const top = T + row * ROW;
       const key = String(g.key);
-      chart.append(sv("text", { x: L - 8, y: top + 18, "text-anchor": "end" }, key.length > 16 ? `${key.slice(0, 15)}…` : key));
+      const fits = Math.max(4, Math.floor((L - 10) / 7));
+      chart.append(sv("text", { x: L - 8, y: top + 18, "text-anchor": "end" }, key.length > fits ? `${key.slice(0, fits - 1)}…` : key));
       let left = L;
       OUTCOMES.forEach(([k], n) => {
         const w = scale(g[k] || 0);
