@@ -318,6 +318,22 @@ async fn the_page_is_served_to_anyone_and_a_broker_out_of_reach_is_no_5xx() {
     assert_eq!(overview["sla"], json!({"overdue": 0, "oldest": []}));
 }
 
+/// Answers the page's analytics call with two groups shaped as `GET /v1/analytics/approvals`'s.
+const ANALYTICS_STAND_IN: &str = r#"
+    const real = window.fetch;
+    const groups = [
+        {key: "erp", submitted: 12, decided: 9, approved: 6, rejected: 2, returned: 1, expired: 0,
+         median_s: 340.5, p90_s: 4000, overdue: 1},
+        {key: "hr", submitted: 3, decided: 3, approved: 1, rejected: 0, returned: 1, expired: 1,
+         median_s: null, p90_s: null, overdue: 0},
+    ];
+    window.fetch = (url, options) => String(url).startsWith("/v1/analytics/")
+        ? Promise.resolve(new Response(JSON.stringify({groups}),
+            {status: 200, headers: {"content-type": "application/json"}}))
+        : real(url, options);
+    return true;
+"#;
+
 /// Whether the page scrolls sideways.
 const SIDEWAYS: &str =
     "return document.documentElement.scrollWidth > document.documentElement.clientWidth;";
@@ -349,7 +365,7 @@ async fn in_chromium_an_operator_sees_a_dead_letter_and_retries_it() {
     let dead = dead_letter_of(&app, &admin, &id).await;
     let dead_id = dead["id"].as_i64().unwrap();
 
-    let browser = Browser::start(1280, 2300).await.expect("chromium starts");
+    let browser = Browser::start(1280, 2650).await.expect("chromium starts");
     browser
         .goto(&format!("{}/console", app.address))
         .await
@@ -468,6 +484,12 @@ async fn in_chromium_an_operator_sees_a_dead_letter_and_retries_it() {
         .goto(&format!("{}/console/", app.address))
         .await
         .unwrap();
+    // The analytics endpoint is built elsewhere: here the page is given an answer of its shape,
+    // to draw its chart and table too.
+    phone
+        .eval(ANALYTICS_STAND_IN)
+        .await
+        .expect("fetch is stood in for");
     phone
         .find("#token")
         .await
@@ -479,12 +501,28 @@ async fn in_chromium_an_operator_sees_a_dead_letter_and_retries_it() {
     phone
         .wait_until(
             "return document.querySelector('#chart-latency svg') !== null \
-               && document.querySelectorAll('#deliveries tbody tr').length >= 3;",
+               && document.querySelectorAll('#deliveries tbody tr').length >= 3 \
+               && document.querySelectorAll('#analytics-body svg rect').length >= 4;",
             Duration::from_secs(15),
         )
         .await
         .expect("the page is drawn at 390 px");
+    let analytics = phone
+        .find("#analytics-body table")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        analytics.contains("erp") && analytics.contains("6 min"),
+        "{analytics}"
+    );
     assert_eq!(phone.eval(SIDEWAYS).await.unwrap(), json!(false));
+    phone
+        .eval("document.querySelector('#analytics').scrollIntoView(); return true;")
+        .await
+        .unwrap();
     phone
         .screenshot(&shots.join("console-390.png"))
         .await
