@@ -170,6 +170,11 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         (Method::POST, "/v1/me/absences".into(), false),
         (Method::GET, "/v1/me/absences".into(), false),
         (Method::POST, "/v1/admin/reassign".into(), false),
+        (
+            Method::GET,
+            "/v1/analytics/approvals?group_by=approver".into(),
+            false,
+        ),
     ];
     let admin = app.token_with("root", &["admin"]);
     let member = app.token_in_groups("alice", &[], &["finance", "' OR 1=1 --", ""]);
@@ -197,7 +202,9 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                         .header("X-Ledger-Signature", "v1=zz");
                 }
             } else {
-                request = if path.starts_with("/v1/admin/") && round % 2 == 0 {
+                let restricted =
+                    path.starts_with("/v1/admin/") || path.starts_with("/v1/analytics/");
+                request = if restricted && round % 2 == 0 {
                     // As an administrator, so the body is read.
                     request.bearer_auth(&admin)
                 } else if round % 7 == 0 {
@@ -250,6 +257,27 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
             format!("/v1/requests/{id}/attachments/{}", urlencode(&junk)),
         ] {
             let status = app.get_as("alice", &path).await.status();
+            assert!(
+                !status.is_server_error(),
+                "GET {path} answered {status} (HOSTILE_SEED={seed})"
+            );
+        }
+        // The report, as an auditor, so its parameters are read.
+        let auditor = app.token_with("audrey", &["auditor"]);
+        for path in [
+            format!(
+                "/v1/analytics/approvals?from={}&to={}&group_by={}",
+                urlencode(&junk),
+                urlencode(&junk),
+                urlencode(&junk)
+            ),
+            format!("/v1/analytics/approvals?from={}", urlencode(&junk)),
+            format!("/v1/analytics/approvals?to={}", urlencode(&junk)),
+        ] {
+            let status = app
+                .call_with(Method::GET, &auditor, &path, None)
+                .await
+                .status();
             assert!(
                 !status.is_server_error(),
                 "GET {path} answered {status} (HOSTILE_SEED={seed})"

@@ -3,7 +3,7 @@
 //! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
-//! the caller's own lists.
+//! the caller's own lists. [`analytics`] serves the approvals report (contract section 10).
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 
 pub mod absences;
 pub mod admin;
+pub mod analytics;
 pub mod attachments;
 pub mod auth;
 pub mod conversation;
@@ -86,6 +87,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::ApiDoc::openapi()
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
+        .merge_from(analytics::AnalyticsDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -130,6 +132,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(absences::list)
                     .service(absences::end)
                     .service(admin::reassign)
+                    .service(analytics::approvals)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
