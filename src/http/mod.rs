@@ -3,7 +3,8 @@
 //! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
-//! the caller's own lists.
+//! the caller's own lists. [`webapp`] serves the approvers' web app at `/app/` and its
+//! development sign-in.
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ pub mod ops;
 pub mod requests;
 pub mod stream;
 pub mod systems;
+pub mod webapp;
 
 /// Size limits of the API.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +72,8 @@ pub struct AppState {
     pub attachments: attachments::Fetcher,
     /// `[policy]`: each decision's authority is made from it.
     pub policy: crate::config::Policy,
+    /// What the web app's routes need: how it signs people in.
+    pub pages: webapp::Pages,
 }
 
 /// How `/readyz` checks the broker.
@@ -86,6 +90,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::ApiDoc::openapi()
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
+        .merge_from(webapp::AppDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -130,6 +135,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(absences::list)
                     .service(absences::end)
                     .service(admin::reassign)
+                    .configure(webapp::routes)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
