@@ -341,6 +341,25 @@ async fn fits(browser: &Browser, screen: &str) {
     );
 }
 
+/// Fails unless every visible control has a name a screen reader says: inputs by their label.
+async fn labelled(browser: &Browser, screen: &str) {
+    let unnamed = browser
+        .eval(
+            "return [...document.querySelectorAll('input, textarea, select, button')] \
+                 .filter((e) => e.offsetParent !== null) \
+                 .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') \
+                                && !(e.tagName === 'BUTTON' && e.textContent.trim())) \
+                 .map((e) => e.outerHTML)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        unnamed,
+        json!([]),
+        "unnamed controls on the {screen} screen"
+    );
+}
+
 /// Opens the app and signs in with the development form as `user`, until the inbox is live.
 async fn sign_in(browser: &Browser, app: &TestApp, user: &str) {
     browser
@@ -398,6 +417,7 @@ async fn an_approver_signs_in_sees_a_new_request_arrive_and_approves_it_on_a_pho
         .unwrap();
     browser.find("#dev-form:not([hidden])").await.unwrap();
     fits(&browser, "sign-in").await;
+    labelled(&browser, "sign-in").await;
     browser.screenshot(&screenshot("signin")).await.unwrap();
     sign_in(&browser, &app, "alice").await;
     browser
@@ -435,6 +455,7 @@ async fn an_approver_signs_in_sees_a_new_request_arrive_and_approves_it_on_a_pho
         true
     );
     fits(&browser, "inbox").await;
+    labelled(&browser, "inbox").await;
     browser.screenshot(&screenshot("inbox")).await.unwrap();
 
     browser
@@ -470,6 +491,7 @@ async fn an_approver_signs_in_sees_a_new_request_arrive_and_approves_it_on_a_pho
         .unwrap();
     assert!(timeline.contains("Request submitted"), "{timeline}");
     fits(&browser, "detail").await;
+    labelled(&browser, "detail").await;
     browser.screenshot(&screenshot("detail")).await.unwrap();
 
     browser
@@ -747,6 +769,7 @@ async fn an_absence_is_recorded_listed_and_ended_from_the_app() {
         .await
         .unwrap();
     fits(&browser, "absences").await;
+    labelled(&browser, "absences").await;
     browser.screenshot(&screenshot("absences")).await.unwrap();
     let listed: Value = app
         .get_as("alice", "/v1/me/absences")
@@ -778,6 +801,138 @@ async fn an_absence_is_recorded_listed_and_ended_from_the_app() {
         .unwrap();
     assert_eq!(listed["items"], json!([]));
     browser.quit().await.unwrap();
+}
+
+/// A source system's file server: `/quote` serves [`QUOTE`].
+async fn serve_quote() -> (String, actix_web::dev::ServerHandle) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/quote",
+        listener.local_addr().unwrap().port()
+    );
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new().route(
+            "/quote",
+            actix_web::web::get().to(|| async { actix_web::HttpResponse::Ok().body(QUOTE) }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (url, handle)
+}
+
+const QUOTE: &[u8] = b"%PDF-1.4 a quote for 12 laptops";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_downloads_an_attachment_asks_and_rejects_with_a_comment() {
+    use sha2::Digest as _;
+    let (url, files) = serve_quote().await;
+    let app = dev_app().await;
+    let mut order = order_for_alice("PO-ASK");
+    order["attachments"] = json!([{"name": "quote.pdf", "media_type": "application/pdf",
+        "size": QUOTE.len(), "sha256": hex::encode(sha2::Sha256::digest(QUOTE)), "url": url}]);
+    let id = app.submit_ok(&order).await;
+    let browser = Browser::start(WIDTH, HEIGHT).await.unwrap();
+    sign_in(&browser, &app, "alice").await;
+    browser
+        .goto(&format!("{}/app/#/requests/{id}", app.address))
+        .await
+        .unwrap();
+    browser
+        .wait_until("return !document.querySelector('#detail').hidden", SHOWS)
+        .await
+        .unwrap();
+
+    // The file comes through fetch() with the bearer, whole, into a blob that is saved.
+    browser
+        .eval(
+            "window.saved = []; const make = URL.createObjectURL; \
+             URL.createObjectURL = (blob) => { window.saved.push(blob.size); return make(blob); }; \
+             return 1",
+        )
+        .await
+        .unwrap();
+    let button = browser.find("#detail-attachments button").await.unwrap();
+    assert!(button.text().await.unwrap().contains("quote.pdf"));
+    button.click().await.unwrap();
+    let saved = browser
+        .wait_until("return window.saved.length === 1 && window.saved", SHOWS)
+        .await
+        .unwrap();
+    assert_eq!(saved, json!([QUOTE.len()]));
+
+    // Rejecting needs a comment: the page says so and sends nothing.
+    let outcome = "const r = document.querySelector('#decide-result'); \
+                   return ['done', 'failed'].includes(r.dataset.state) && r.dataset.state";
+    browser
+        .find("#reject")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.wait_until(outcome, SHOWS).await.unwrap(), "failed");
+    assert_eq!(app.detail("alice", &id).await["status"], "pending");
+
+    // Ask: the comment is the question, and the request stays pending with it open.
+    let comment = browser.find("#decide-comment").await.unwrap();
+    comment.type_text("Which supplier is this?").await.unwrap();
+    browser.find("#ask").await.unwrap().click().await.unwrap();
+    assert_eq!(browser.wait_until(outcome, SHOWS).await.unwrap(), "done");
+    let detail = app.detail("alice", &id).await;
+    assert_eq!(
+        detail["awaiting_answer"]["question"],
+        "Which supplier is this?"
+    );
+    browser
+        .wait_until(
+            "return !document.querySelector('#detail-question').hidden",
+            SHOWS,
+        )
+        .await
+        .unwrap();
+
+    browser
+        .find("#decide-comment")
+        .await
+        .unwrap()
+        .type_text("Too expensive for this quarter")
+        .await
+        .unwrap();
+    browser
+        .find("#reject")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "return document.querySelector('#decide-result').textContent.includes('rejected')",
+            SHOWS,
+        )
+        .await
+        .unwrap();
+    let detail = app.detail("alice", &id).await;
+    assert_eq!(detail["status"], "rejected");
+    assert_eq!(
+        detail["outcome"]["comment"],
+        "Too expensive for this quarter"
+    );
+    browser
+        .wait_until(
+            "return document.querySelector('#decide-form').hidden",
+            SHOWS,
+        )
+        .await
+        .unwrap();
+    browser.quit().await.unwrap();
+    files.stop(false).await;
 }
 
 /// A fake OpenID Connect provider: discovery, an authorization endpoint that signs in `carol`
