@@ -647,7 +647,7 @@ function showBulkResults(command, answer) {
         { 'data-ok': String(r.ok), 'data-id': r.id },
         el('strong', {}, command.titles[r.id] || r.id),
         ': ',
-        r.ok ? `approved (now ${r.status})` : `not decided: ${r.error.message} (${r.error.code})`,
+        r.ok ? outcome('approve', r.status) : `not decided: ${r.error.message} (${r.error.code})`,
       ),
     ),
   );
@@ -807,6 +807,12 @@ async function download(attachment, button) {
 
 const VERBS = { approve: 'Approve', reject: 'Reject', return: 'Return', ask: 'Ask' };
 
+/** What a decision did, in words: `status` is the request's status after it. */
+function outcome(verdict, status) {
+  if (verdict === 'approve' && status === 'pending') return 'approved; the request goes on to its next approvers';
+  return `the request is ${status}`;
+}
+
 async function decide(verdict) {
   const d = state.detail;
   if (!d) return;
@@ -835,7 +841,7 @@ async function decide(verdict) {
   try {
     const answer = await submit(command);
     if (answer) {
-      result('#decide-result', 'done', verdict === 'ask' ? 'Asked: the requester gets your question.' : `Done: the request is ${answer.status}.`);
+      result('#decide-result', 'done', verdict === 'ask' ? 'Asked: the requester gets your question.' : `Done: ${outcome(verdict, answer.status)}.`);
       $('#decide-comment').value = '';
       openDetail(d.id, false);
       refreshInbox();
