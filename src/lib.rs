@@ -20,7 +20,8 @@
 //! - [`audit`]: tamper evidence (hash chains, the audit reader and its checkpoints), `audit
 //!   verify`, point-in-time replay and export.
 //! - [`timers`]: the timer loop, firing due reminders, overdue notices, escalations and expiries.
-//! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI.
+//! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI;
+//!   and the approvers' web app at `/app/` (`http::webapp`, its files in `src/http/pages/app/`).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
 //! - [`startup`]: builds and runs the roles; [`shutdown`]: stopping; [`cli`]: the command line.
 //!

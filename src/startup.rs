@@ -356,6 +356,7 @@ impl Application {
                     .policy
                     .parsed()
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
+                pages: http::webapp::Pages::new(&settings.auth),
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

@@ -4,6 +4,7 @@
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
 //! the caller's own lists. [`analytics`] serves the approvals report (contract section 10).
+//! [`webapp`] serves the approvers' web app at `/app/` and its development sign-in.
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub mod ops;
 pub mod requests;
 pub mod stream;
 pub mod systems;
+pub mod webapp;
 
 /// Size limits of the API.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +73,8 @@ pub struct AppState {
     pub attachments: attachments::Fetcher,
     /// `[policy]`: each decision's authority is made from it.
     pub policy: crate::config::Policy,
+    /// What the web app's routes need: how it signs people in.
+    pub pages: webapp::Pages,
 }
 
 /// How `/readyz` checks the broker.
@@ -88,6 +92,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
         .merge_from(analytics::AnalyticsDoc::openapi())
+        .merge_from(webapp::AppDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -133,6 +138,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(absences::end)
                     .service(admin::reassign)
                     .service(analytics::approvals)
+                    .configure(webapp::routes)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)
