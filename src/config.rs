@@ -327,6 +327,32 @@ pub struct AuthSettings {
     pub jwks_min_refetch: Period,
     /// How long one fetch of the key set may take.
     pub jwks_timeout: Period,
+    /// The OpenID Connect provider the web app (`/app/`) signs people in with, by the
+    /// authorization code flow with PKCE: its issuer URL, under which
+    /// `/.well-known/openid-configuration` names its endpoints. Empty is unset. Its tokens are
+    /// checked with `jwks_url`, which it needs.
+    #[serde(default)]
+    pub oidc_issuer: Option<String>,
+    /// The web app's client id at that provider (a public client: no secret).
+    #[serde(default)]
+    pub oidc_client_id: Option<String>,
+    /// The scopes the web app asks for; [`DEFAULT_OIDC_SCOPE`] when unset.
+    #[serde(default)]
+    pub oidc_scope: Option<String>,
+}
+
+/// The scopes the web app asks the provider for when `auth.oidc_scope` is unset.
+pub const DEFAULT_OIDC_SCOPE: &str = "openid profile";
+
+/// How the web app signs people in at an OpenID Connect provider (`auth.oidc_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcClient {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The web app's client id there.
+    pub client_id: String,
+    /// The scopes asked for, separated by spaces.
+    pub scope: String,
 }
 
 impl AuthSettings {
@@ -346,6 +372,64 @@ impl AuthSettings {
     /// The audience the provider's tokens must name.
     pub fn jwks_audience(&self) -> &str {
         self.jwks_audience.as_deref().unwrap_or(&self.audience)
+    }
+
+    /// How the web app signs people in, when `auth.oidc_issuer` is set.
+    pub fn oidc(&self) -> Option<OidcClient> {
+        let set = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Some(OidcClient {
+            issuer: set(&self.oidc_issuer)?,
+            client_id: set(&self.oidc_client_id).unwrap_or_default(),
+            scope: set(&self.oidc_scope).unwrap_or_else(|| DEFAULT_OIDC_SCOPE.to_owned()),
+        })
+    }
+
+    /// Whether the HS256 key is the development secret, which everyone knows: then anyone may
+    /// have a token for anyone, and `POST /v1/dev/token` hands them out.
+    pub fn is_development_secret(&self) -> bool {
+        self.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET
+    }
+
+    /// Refuses sign-in settings that cannot work: an issuer without a client id or without the
+    /// key set that checks its tokens, or one the browser would reach in the clear.
+    fn check_oidc(&self, development: bool) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let Some(oidc) = self.oidc() else {
+            if self
+                .oidc_client_id
+                .as_deref()
+                .is_some_and(|c| !c.trim().is_empty())
+            {
+                return invalid("auth.oidc_client_id needs auth.oidc_issuer");
+            }
+            return Ok(());
+        };
+        let Ok(parsed) = reqwest::Url::parse(&oidc.issuer) else {
+            return invalid("auth.oidc_issuer must be an absolute http(s) URL");
+        };
+        match parsed.scheme() {
+            "https" => {}
+            "http" if development => {}
+            "http" => return invalid("auth.oidc_issuer must be https outside development"),
+            _ => return invalid("auth.oidc_issuer must be an absolute http(s) URL"),
+        }
+        if parsed.host_str().is_none() {
+            return invalid("auth.oidc_issuer must name a host");
+        }
+        if oidc.client_id.is_empty() {
+            return invalid("auth.oidc_issuer needs auth.oidc_client_id");
+        }
+        if self.jwks_url().is_none() {
+            return invalid(
+                "auth.oidc_issuer needs auth.jwks_url: the provider's tokens are checked with its keys",
+            );
+        }
+        Ok(())
     }
 
     /// Refuses key-set settings that cannot work.
@@ -598,6 +682,7 @@ impl Settings {
             ));
         }
         self.auth.check_jwks(self.is_development())?;
+        self.auth.check_oidc(self.is_development())?;
         if !matches!(self.push.provider.as_str(), "log" | "fcm") {
             return Err(ConfigError::Invalid(format!(
                 "push.provider must be \"log\" or \"fcm\", not {:?}",
@@ -634,7 +719,7 @@ impl Settings {
     /// The development secrets in use, for the loud warning at start.
     pub fn development_secrets_in_use(&self) -> Vec<String> {
         let mut used = vec![];
-        if self.auth.jwt_secret.expose() == DEVELOPMENT_JWT_SECRET {
+        if self.auth.is_development_secret() {
             used.push("auth.jwt_secret".to_string());
         }
         for (key, system) in &self.systems {
@@ -838,6 +923,34 @@ mod tests {
             ("APPROVAL_LEDGER_SYSTEMS__HR__SECRET", "hr-secret-123"),
             ("APPROVAL_LEDGER_SYSTEMS__HR__CALLBACK_URL", "http://hr/cb"),
         ]));
+    }
+
+    #[test]
+    fn the_web_apps_provider_needs_a_client_id_and_the_key_set_that_checks_its_tokens(
+    ) -> Result<(), ConfigError> {
+        assert_eq!(Settings::load(None, env(&[]))?.auth.oidc(), None);
+        let issuer = ("APPROVAL_LEDGER_AUTH__OIDC_ISSUER", "https://idp.example");
+        let client = ("APPROVAL_LEDGER_AUTH__OIDC_CLIENT_ID", "approvals-web");
+        let jwks = ("APPROVAL_LEDGER_AUTH__JWKS_URL", "https://idp.example/keys");
+        let s = Settings::load(None, env(&[issuer, client, jwks]))?;
+        assert_eq!(
+            s.auth.oidc(),
+            Some(OidcClient {
+                issuer: "https://idp.example".into(),
+                client_id: "approvals-web".into(),
+                scope: DEFAULT_OIDC_SCOPE.into(),
+            })
+        );
+        let refused = |pairs: &[(&str, &str)]| matches!(Settings::load(None, env(pairs)), Err(ConfigError::Invalid(m)) if m.contains("auth.oidc"));
+        assert!(refused(&[issuer, jwks]));
+        assert!(refused(&[issuer, client]));
+        assert!(refused(&[client, jwks]));
+        assert!(refused(&[
+            ("APPROVAL_LEDGER_AUTH__OIDC_ISSUER", "idp.example"),
+            client,
+            jwks
+        ]));
+        Ok(())
     }
 
     #[test]

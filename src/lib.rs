@@ -21,7 +21,8 @@
 //!   verify`, point-in-time replay and export.
 //! - [`timers`]: the timer loop, firing due reminders, overdue notices, escalations and expiries.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI;
-//!   the operators' console page and its data (`http::console`).
+//!   the approvers' web app at `/app/` (`http::webapp`, its files in `src/http/pages/app/`),
+//!   and the operators' console page and its data (`http::console`).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing; [`series`]: the last hour per
 //!   minute (commands per second, commit-to-push latency) for the operators' console.
 //! - [`startup`]: builds and runs the roles; [`shutdown`]: stopping; [`cli`]: the command line.

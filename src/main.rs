@@ -73,6 +73,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => cli::audit::run(&settings, command).await,
         Command::Projections { command } => cli::projections::run(&settings, command).await,
+        Command::Report {
+            from,
+            to,
+            group_by,
+            format,
+        } => cli::report::run(&settings, from.as_deref(), to.as_deref(), group_by, format).await,
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approval_projections::absences::AbsencesProjection;
+use approval_projections::analytics::AnalyticsProjection;
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lists::ListsProjection;
 use approval_projections::requests::RequestsProjection;
@@ -41,7 +42,8 @@ const SWAP_ATTEMPTS: u32 = 10;
 pub enum RebuildError {
     /// No projection has this name.
     #[error(
-        "no projection is named {0:?}; the projections are requests, inbox, lists and absences"
+        "no projection is named {0:?}; the projections are requests, inbox, lists, absences and \
+         analytics"
     )]
     Unknown(String),
     /// The audit reader was named.
@@ -147,6 +149,9 @@ pub async fn rebuild(
         InboxProjection::NAME => run(pool, InboxProjection::new, batch_size, progress).await,
         ListsProjection::NAME => run(pool, ListsProjection::new, batch_size, progress).await,
         AbsencesProjection::NAME => run(pool, AbsencesProjection::new, batch_size, progress).await,
+        AnalyticsProjection::NAME => {
+            run(pool, AnalyticsProjection::new, batch_size, progress).await
+        }
         AuditReader::NAME => Err(RebuildError::Audit),
         other => Err(RebuildError::Unknown(other.to_owned())),
     }

@@ -49,11 +49,12 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 const STREAM_BATCH: i64 = 500;
 
 /// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 4] = [
+pub const PROJECTIONS: [&str; 5] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,
     ListsProjection::NAME,
     approval_projections::absences::AbsencesProjection::NAME,
+    approval_projections::analytics::AnalyticsProjection::NAME,
 ];
 
 /// Which parts of the service run in this process.
@@ -366,6 +367,7 @@ impl Application {
                     broker_url: settings.broker.url.clone(),
                     topology: crate::broker::Topology::new(&settings.broker.exchange),
                 },
+                pages: http::webapp::Pages::new(&settings.auth),
             });
             port = Some(listener.local_addr()?.port());
             let mut http_server =

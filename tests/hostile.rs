@@ -174,6 +174,13 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         (Method::GET, "/v1/admin/dead-letters".into(), false),
         (Method::POST, "/v1/admin/dead-letters/1/retry".into(), false),
         (Method::GET, "/console/".into(), false),
+        (
+            Method::GET,
+            "/v1/analytics/approvals?group_by=approver".into(),
+            false,
+        ),
+        // Not the development secret here: the route answers 404 whatever the body.
+        (Method::POST, "/v1/dev/token".into(), false),
     ];
     let admin = app.token_with("root", &["admin"]);
     let member = app.token_in_groups("alice", &[], &["finance", "' OR 1=1 --", ""]);
@@ -201,7 +208,9 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                         .header("X-Ledger-Signature", "v1=zz");
                 }
             } else {
-                request = if path.starts_with("/v1/admin/") && round % 2 == 0 {
+                let restricted =
+                    path.starts_with("/v1/admin/") || path.starts_with("/v1/analytics/");
+                request = if restricted && round % 2 == 0 {
                     // As an administrator, so the body is read.
                     request.bearer_auth(&admin)
                 } else if round % 7 == 0 {
@@ -284,6 +293,27 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
                 "{method} {path} answered {status} (HOSTILE_SEED={seed})"
             );
         }
+        // The report, as an auditor, so its parameters are read.
+        let auditor = app.token_with("audrey", &["auditor"]);
+        for path in [
+            format!(
+                "/v1/analytics/approvals?from={}&to={}&group_by={}",
+                urlencode(&junk),
+                urlencode(&junk),
+                urlencode(&junk)
+            ),
+            format!("/v1/analytics/approvals?from={}", urlencode(&junk)),
+            format!("/v1/analytics/approvals?to={}", urlencode(&junk)),
+        ] {
+            let status = app
+                .call_with(Method::GET, &auditor, &path, None)
+                .await
+                .status();
+            assert!(
+                !status.is_server_error(),
+                "GET {path} answered {status} (HOSTILE_SEED={seed})"
+            );
+        }
         let path = format!("/v1/me/absences/{}", urlencode(&junk));
         let status = app
             .call_with(Method::DELETE, &app.token("alice"), &path, None)
@@ -312,6 +342,85 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         StatusCode::OK,
         "and still works"
     );
+}
+
+/// The development sign-in reads its body only while the development secret is in use: then
+/// anything sent to it is a 4xx or a token for a valid user id, never a 5xx; without that
+/// secret the route is not there, whatever the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_sign_in_refuses_hostile_bodies_and_is_absent_without_its_secret() {
+    let plain = TestApp::spawn_with(
+        approval_ledger::startup::Roles {
+            api: true,
+            worker: false,
+        },
+        &[],
+    )
+    .await;
+    let dev = TestApp::spawn_with(
+        approval_ledger::startup::Roles {
+            api: true,
+            worker: false,
+        },
+        &[(
+            "APPROVAL_LEDGER_AUTH__JWT_SECRET",
+            approval_ledger::config::DEVELOPMENT_JWT_SECRET,
+        )],
+    )
+    .await;
+    let seed: u64 = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let mut runner = TestRunner::new_with_rng(
+        Config::with_cases(1),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4)),
+    );
+    let bodies = prop_oneof![
+        raw_body(),
+        mutated(json!({"user": "alice", "roles": ["admin"], "groups": ["finance"]}))
+            .prop_map(|v| v.to_string().into_bytes()),
+    ];
+    for _ in 0..120 {
+        let bytes = sample(&mut runner, &bodies);
+        for app in [&plain, &dev] {
+            let Ok(response) = app
+                .client
+                .post(format!("{}/v1/dev/token", app.address))
+                .header("content-type", "application/json")
+                .body(bytes.clone())
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let status = response.status();
+            assert!(
+                !status.is_server_error(),
+                "POST /v1/dev/token answered {status} to {:?} (HOSTILE_SEED={seed})",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            );
+            if std::ptr::eq(app, &plain) {
+                // A body too large to read is refused before any route looks at it.
+                assert!(
+                    status == StatusCode::NOT_FOUND || status == StatusCode::PAYLOAD_TOO_LARGE,
+                    "no development sign-in without its secret: {status}"
+                );
+            } else if status == StatusCode::OK {
+                // Whatever was accepted names a valid user, and the API takes its token.
+                let token: Value = response.json().await.unwrap();
+                let inbox = dev
+                    .call_with(
+                        Method::GET,
+                        token["token"].as_str().unwrap(),
+                        "/v1/inbox",
+                        None,
+                    )
+                    .await;
+                assert_eq!(inbox.status(), StatusCode::OK);
+            }
+        }
+    }
 }
 
 /// A NUL character fits no text column and no `jsonb` value: wherever a caller puts one, in a

@@ -103,6 +103,10 @@ enum Command {
         /// Longest wait, in seconds.
         #[arg(long, default_value_t = 900)]
         wait: u64,
+        /// A reader not to wait for, because the build under test has none of that name (an
+        /// older build, measured against this one); repeatable.
+        #[arg(long = "ignore-reader")]
+        ignore: Vec<String>,
     },
     /// Drive phase 1 (fixed rate) and phase 2 (saturation) against a running service and write
     /// the results as JSON.
@@ -237,7 +241,7 @@ fn main() -> anyhow::Result<()> {
                 sqlx::query("ANALYZE events").execute(&pool).await?;
                 seed::mark_published(&pool).await?;
                 if !no_wait {
-                    seed::wait_for_projections(&pool, Duration::from_secs(wait)).await?;
+                    seed::wait_for_projections(&pool, Duration::from_secs(wait), &[]).await?;
                     sqlx::query("ANALYZE").execute(&pool).await?;
                 }
                 Ok(())
@@ -255,10 +259,14 @@ fn main() -> anyhow::Result<()> {
                 connection.close(200, "bye".into()).await?;
                 Ok(())
             }
-            Command::Wait { config, wait } => {
+            Command::Wait {
+                config,
+                wait,
+                ignore,
+            } => {
                 let settings = Settings::load(Some(&config), None)?;
                 let pool = pool_for(&settings, 1).await?;
-                seed::wait_for_projections(&pool, Duration::from_secs(wait)).await?;
+                seed::wait_for_projections(&pool, Duration::from_secs(wait), &ignore).await?;
                 sqlx::query("ANALYZE").execute(&pool).await?;
                 Ok(())
             }

@@ -208,8 +208,12 @@ pub async fn mark_published(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Waits until every projection and the audit reader have applied every event in the store,
-/// printing progress; fails after `limit`.
-pub async fn wait_for_projections(pool: &PgPool, limit: Duration) -> anyhow::Result<()> {
+/// printing progress; fails after `limit`. Readers named in `ignore` are not waited for.
+pub async fn wait_for_projections(
+    pool: &PgPool,
+    limit: Duration,
+    ignore: &[String],
+) -> anyhow::Result<()> {
     let head: Option<(i64, i64)> = sqlx::query_as(
         "SELECT tx_id, global_id FROM events ORDER BY tx_id DESC, global_id DESC LIMIT 1",
     )
@@ -227,6 +231,7 @@ pub async fn wait_for_projections(pool: &PgPool, limit: Duration) -> anyhow::Res
             .iter()
             .copied()
             .chain([approval_ledger::audit::reader::AuditReader::NAME])
+            .filter(|name| !ignore.iter().any(|i| i == name))
             .filter(|name| {
                 !positions
                     .iter()

@@ -15,6 +15,8 @@
 //! - [`lists`]: each person's own requests and the ones they decided, searchable.
 //! - [`absences`]: every person's absences and deputies, and the queries that follow chains of
 //!   deputies.
+//! - [`analytics`]: each round, step occurrence and decision, for the approvals report (counts,
+//!   times from a step becoming current to its decision, deadlines missed), and its query.
 //! - [`timers`]: the queries of the timers table, which [`requests`] writes from each request's
 //!   deadlines (reminders, overdue notices, escalations, expiry).
 //! - [`fold`]: loading, folding and saving per-request state, shared by the projections that
@@ -36,6 +38,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub mod absences;
+pub mod analytics;
 pub mod aside;
 pub mod fold;
 pub mod inbox;
@@ -188,6 +191,8 @@ pub enum ReadModel {
     Lists(lists::ListsProjection),
     /// People's absences and deputies.
     Absences(absences::AbsencesProjection),
+    /// Rounds, step occurrences and decisions, for the approvals report.
+    Analytics(analytics::AnalyticsProjection),
 }
 
 impl ReadModel {
@@ -198,6 +203,7 @@ impl ReadModel {
             Self::Inbox(inbox::InboxProjection::new(schema)),
             Self::Lists(lists::ListsProjection::new(schema)),
             Self::Absences(absences::AbsencesProjection::new(schema)),
+            Self::Analytics(analytics::AnalyticsProjection::new(schema)),
         ]
     }
 }
@@ -209,6 +215,7 @@ impl Projection for ReadModel {
             Self::Inbox(p) => p.name(),
             Self::Lists(p) => p.name(),
             Self::Absences(p) => p.name(),
+            Self::Analytics(p) => p.name(),
         }
     }
 
@@ -218,6 +225,7 @@ impl Projection for ReadModel {
             Self::Inbox(p) => p.tables(),
             Self::Lists(p) => p.tables(),
             Self::Absences(p) => p.tables(),
+            Self::Analytics(p) => p.tables(),
         }
     }
 
@@ -232,6 +240,7 @@ impl Projection for ReadModel {
             Self::Inbox(p) => p.write(write, events, states),
             Self::Lists(p) => p.write(write, events, states),
             Self::Absences(p) => p.write(write, events, states),
+            Self::Analytics(p) => p.write(write, events, states),
         }
     }
 
@@ -241,6 +250,7 @@ impl Projection for ReadModel {
             Self::Inbox(p) => p.state_table(),
             Self::Lists(p) => p.state_table(),
             Self::Absences(p) => p.state_table(),
+            Self::Analytics(p) => p.state_table(),
         }
     }
 }

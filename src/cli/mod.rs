@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `token`, `audit`, `projections` (and, as it lands,
-//! `dead-letters`). Each subcommand lives in its own module; `main` only parses and dispatches.
+//! The command line: `serve`, `migrate`, `token`, `audit`, `projections`, `report` and
+//! `dead-letters`. Each subcommand lives in its own module; `main` only parses and dispatches.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ pub mod audit;
 pub mod dead_letters;
 pub mod meter;
 pub mod projections;
+pub mod report;
 pub mod token;
 
 /// approval-ledger: one approval inbox in front of many legacy systems.
@@ -72,6 +73,24 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: projections::ProjectionsCommand,
+    },
+    /// Print the approvals report: outcomes, decision times and missed deadlines of the
+    /// requests submitted in a window, by system, kind, step or approver (the figures of
+    /// GET /v1/analytics/approvals).
+    Report {
+        /// Only rounds submitted at or after this moment (RFC 3339); default: 30 days before
+        /// --to.
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// Only rounds submitted before this moment (RFC 3339); default: now.
+        #[arg(long, value_name = "RFC3339")]
+        to: Option<String>,
+        /// What the groups are.
+        #[arg(long, value_enum, default_value = "system")]
+        group_by: report::GroupBy,
+        /// How to print it.
+        #[arg(long, value_enum, default_value = "table")]
+        format: report::Format,
     },
     /// Show and re-drive deliveries (callbacks, pushes) that exhausted their retries or were
     /// refused.

@@ -16,7 +16,8 @@ pub enum ProjectionsCommand {
     /// Rebuild read models from the event store and swap them in, while the service may keep
     /// serving: readers see the old read model until the new one is complete.
     Rebuild {
-        /// The projection: requests or inbox (default: all of them, one after another).
+        /// The projection: requests, inbox, lists, absences or analytics (default: all of them, one
+        /// after another).
         name: Option<String>,
         /// Events folded per transaction.
         #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(i64).range(1..))]

@@ -3,7 +3,9 @@
 //! [`auth`], the JSON shapes in [`dto`], the OpenAPI document in [`openapi`]. [`history`] serves
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
-//! the caller's own lists. [`console`] serves the operators' console page and its admin data.
+//! the caller's own lists. [`analytics`] serves the approvals report (contract section 10).
+//! [`webapp`] serves the approvers' web app at `/app/` and its development sign-in; [`console`]
+//! the operators' console page and its admin data.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::metrics::Metrics;
 
 pub mod absences;
 pub mod admin;
+pub mod analytics;
 pub mod attachments;
 pub mod auth;
 pub mod console;
@@ -37,6 +40,7 @@ pub mod ops;
 pub mod requests;
 pub mod stream;
 pub mod systems;
+pub mod webapp;
 
 /// Size limits of the API.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +75,8 @@ pub struct AppState {
     pub attachments: attachments::Fetcher,
     /// `[policy]`: each decision's authority is made from it.
     pub policy: crate::config::Policy,
+    /// What the web app's routes need: how it signs people in.
+    pub pages: webapp::Pages,
     /// What the operators' console reads of the configuration.
     pub console: console::Setup,
 }
@@ -89,6 +95,8 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::ApiDoc::openapi()
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
+        .merge_from(analytics::AnalyticsDoc::openapi())
+        .merge_from(webapp::AppDoc::openapi())
         .merge_from(console::ConsoleDoc::openapi())
 }
 
@@ -134,6 +142,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(absences::list)
                     .service(absences::end)
                     .service(admin::reassign)
+                    .service(analytics::approvals)
+                    .configure(webapp::routes)
                     .service(console::overview)
                     .service(console::dead_letters)
                     .service(console::retry_dead_letter)
