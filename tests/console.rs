@@ -290,6 +290,21 @@ async fn the_page_is_served_to_anyone_and_a_broker_out_of_reach_is_no_5xx() {
         assert_eq!(answer.status(), StatusCode::OK, "{asset}");
         assert!(html.contains(asset), "the page links {asset}");
     }
+    let posted = app
+        .client
+        .post(format!("{}/console/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.headers()["allow"], "GET, HEAD");
+    expect_error(posted, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let head = app
+        .client
+        .head(format!("{}/console/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

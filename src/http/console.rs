@@ -25,6 +25,7 @@ use crate::config::Secret;
 use crate::feed::{checkpoints, read as feed, Position};
 use crate::http::auth::Person;
 use crate::http::errors::{ApiError, Code, ErrorBody};
+use crate::http::webapp::get_only;
 use crate::http::{AppState, BrokerProbe};
 use crate::relay::RELAY;
 use crate::store::deliveries;
@@ -588,43 +589,58 @@ fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
         .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_POLICY))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(body)
 }
 
-/// The console's page.
-#[get("/console/")]
-pub async fn console_page() -> HttpResponse {
-    page(
+/// The page's files: path, type, contents.
+static FILES: &[(&str, &str, &str)] = &[
+    (
+        "/console/",
         "text/html; charset=utf-8",
         include_str!("pages/console/index.html"),
-    )
-}
-
-/// The console's script.
-#[get("/console/console.js")]
-pub async fn console_script() -> HttpResponse {
-    page(
+    ),
+    (
+        "/console/console.js",
         "text/javascript; charset=utf-8",
         include_str!("pages/console/console.js"),
-    )
-}
-
-/// The console's style.
-#[get("/console/console.css")]
-pub async fn console_style() -> HttpResponse {
-    page(
+    ),
+    (
+        "/console/console.css",
         "text/css; charset=utf-8",
         include_str!("pages/console/console.css"),
-    )
-}
+    ),
+];
 
 /// `/console` is the page's directory: its relative links need the slash.
-#[get("/console")]
-pub async fn console_redirect() -> HttpResponse {
+async fn to_slash() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/console/"))
         .finish()
+}
+
+/// Registers the console's routes: its data, and its page's files, which take GET and HEAD
+/// only, like the web app's.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(overview)
+        .service(dead_letters)
+        .service(retry_dead_letter)
+        .service(
+            web::resource("/console")
+                .route(web::get().to(to_slash))
+                .route(web::head().to(to_slash))
+                .default_service(web::to(get_only)),
+        );
+    for (path, content_type, body) in FILES {
+        let serve = move || async move { page(content_type, body) };
+        cfg.service(
+            web::resource(*path)
+                .route(web::get().to(serve))
+                .route(web::head().to(serve))
+                .default_service(web::to(get_only)),
+        );
+    }
 }
 
 #[cfg(test)]
