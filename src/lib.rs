@@ -21,8 +21,10 @@
 //!   verify`, point-in-time replay and export.
 //! - [`timers`]: the timer loop, firing due reminders, overdue notices, escalations and expiries.
 //! - [`http`]: the API (actix-web), one module per resource, the error table, auth, OpenAPI;
-//!   and the approvers' web app at `/app/` (`http::webapp`, its files in `src/http/pages/app/`).
-//! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing.
+//!   the approvers' web app at `/app/` (`http::webapp`, its files in `src/http/pages/app/`),
+//!   and the operators' console page and its data (`http::console`).
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and tracing; [`series`]: the last hour per
+//!   minute (commands per second, commit-to-push latency) for the operators' console.
 //! - [`startup`]: builds and runs the roles; [`shutdown`]: stopping; [`cli`]: the command line.
 //!
 //! The domain rules are not here: they are in the `approval_aggregates` crate; the feed's types
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod projector;
 pub mod rebuild;
 pub mod relay;
+pub mod series;
 pub mod shutdown;
 pub mod signing;
 pub mod startup;

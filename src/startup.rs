@@ -151,6 +151,8 @@ impl Application {
         let mut tasks = vec![
             tokio::spawn(signal.clone().announce(pool.clone(), stop.clone())),
             tokio::spawn(signal.clone().listen(pool.clone(), stop.clone())),
+            // The console's last hour, sampled off the command path.
+            tokio::spawn(crate::series::Series::sample(metrics.clone(), stop.clone())),
         ];
         let mut broker_task = None;
         let mut own_pools = vec![];
@@ -356,6 +358,15 @@ impl Application {
                     .policy
                     .parsed()
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
+                console: http::console::Setup {
+                    systems: settings
+                        .systems
+                        .iter()
+                        .map(|(key, system)| (key.clone(), system.name.clone()))
+                        .collect(),
+                    broker_url: settings.broker.url.clone(),
+                    topology: crate::broker::Topology::new(&settings.broker.exchange),
+                },
                 pages: http::webapp::Pages::new(&settings.auth),
             });
             port = Some(listener.local_addr()?.port());

@@ -170,6 +170,10 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
         (Method::POST, "/v1/me/absences".into(), false),
         (Method::GET, "/v1/me/absences".into(), false),
         (Method::POST, "/v1/admin/reassign".into(), false),
+        (Method::GET, "/v1/admin/overview".into(), false),
+        (Method::GET, "/v1/admin/dead-letters".into(), false),
+        (Method::POST, "/v1/admin/dead-letters/1/retry".into(), false),
+        (Method::GET, "/console/".into(), false),
         (
             Method::GET,
             "/v1/analytics/approvals?group_by=approver".into(),
@@ -262,6 +266,31 @@ async fn generated_hostile_input_never_gets_a_5xx_and_the_service_stays_up() {
             assert!(
                 !status.is_server_error(),
                 "GET {path} answered {status} (HOSTILE_SEED={seed})"
+            );
+        }
+        // The console's data, as an administrator, with odd ids and queries.
+        for (method, path) in [
+            (
+                Method::POST,
+                format!("/v1/admin/dead-letters/{}/retry", urlencode(&junk)),
+            ),
+            (
+                Method::GET,
+                format!(
+                    "/v1/admin/overview?{}={}",
+                    urlencode(&junk),
+                    urlencode(&junk)
+                ),
+            ),
+            (Method::GET, format!("/console/?{}", urlencode(&junk))),
+        ] {
+            let status = app
+                .call_with(method.clone(), &admin, &path, None)
+                .await
+                .status();
+            assert!(
+                !status.is_server_error(),
+                "{method} {path} answered {status} (HOSTILE_SEED={seed})"
             );
         }
         // The report, as an auditor, so its parameters are read.

@@ -327,3 +327,47 @@ pub async fn states(
         .map(|(id, state)| Ok((id, serde_json::from_value(state)?)))
         .collect()
 }
+
+/// A current step of a pending request whose deadline has passed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct OverdueStep {
+    /// The request.
+    pub request_id: Uuid,
+    /// Its source system.
+    pub system: String,
+    /// Its reference there.
+    pub external_ref: String,
+    /// Its title.
+    pub title: String,
+    /// The current step's index, from 0.
+    pub step: i32,
+    /// When the step was due.
+    pub due_at: DateTime<Utc>,
+}
+
+/// How many current steps of pending requests were due by `now`, and the `limit` longest
+/// overdue of them: both walk the partial index of pending steps' deadlines.
+pub async fn overdue_steps(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<(i64, Vec<OverdueStep>), ProjectionError> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM rm_requests WHERE status = 'pending' AND step_due_at <= $1",
+    )
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    let oldest = sqlx::query_as(
+        "SELECT id AS request_id, system, external_ref, \
+                coalesce(state->>'title', '') AS title, \
+                coalesce((state->>'current_step')::int4, 0) AS step, step_due_at AS due_at \
+         FROM rm_requests WHERE status = 'pending' AND step_due_at <= $1 \
+         ORDER BY step_due_at, id LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok((count, oldest))
+}

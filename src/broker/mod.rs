@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerSettings;
 
 pub mod envelope;
+pub mod queues;
 pub mod topology;
 
 pub use envelope::{Envelope, Sources};
@@ -98,6 +99,15 @@ impl Broker {
             .borrow()
             .as_ref()
             .is_some_and(|s| s.connection.status().connected())
+    }
+
+    /// The live connection now, if one is up; never waits.
+    pub fn current(&self) -> Option<Session> {
+        self.session
+            .borrow()
+            .as_ref()
+            .filter(|s| s.connection.status().connected())
+            .cloned()
     }
 
     /// The live connection, waiting for one; `None` once `stop` is cancelled.

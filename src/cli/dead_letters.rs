@@ -5,18 +5,15 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use sqlx::PgPool;
 
-use crate::broker::Topology;
+use crate::broker::{queues, Topology};
 use crate::config::Settings;
 use crate::store::deliveries;
 
 /// Prints every dead letter, then how many poison messages wait in RabbitMQ's dead-letter queues.
 pub async fn list(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
-    let dead = deliveries::dead_letters(pool).await?;
+    let dead = deliveries::dead_letters(pool, None).await?;
     if dead.is_empty() {
         println!("no dead letters");
     } else {
@@ -25,12 +22,7 @@ pub async fn list(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
             "id", "channel", "event", "request", "seq", "target", "attempts", "since"
         );
         for d in &dead {
-            let target = if d.channel == "push" {
-                // A device token is a credential of its owner's phone: show only its start.
-                format!("{}…", d.target.chars().take(8).collect::<String>())
-            } else {
-                d.target.clone()
-            };
+            let target = d.shown_target();
             println!(
                 "{:>8}  {:<8}  {:<36}  {:<36}  {:>4}  {:<20}  {:>8}  {:<25}  {}",
                 d.id,
@@ -83,32 +75,24 @@ pub async fn retry(pool: &PgPool, id: Option<i64>, all: bool) -> anyhow::Result<
 async fn poison_counts(settings: &Settings) -> anyhow::Result<Vec<(String, u32)>> {
     let topology = Topology::new(&settings.broker.exchange);
     let counts = async {
-        let connection = Connection::connect(
-            settings.broker.url.expose(),
-            ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
-        let mut counts = vec![];
-        for queue in [&topology.legacy_sync, &topology.push] {
-            let dead = Topology::dead_letter_queue(queue);
-            let declared = channel
-                .queue_declare(
-                    dead.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            counts.push((dead, declared.message_count()));
-        }
+        let connection =
+            queues::connect(settings.broker.url.expose(), Duration::from_secs(5)).await?;
+        let dead: Vec<String> = [&topology.legacy_sync, &topology.push]
+            .into_iter()
+            .map(|queue| Topology::dead_letter_queue(queue))
+            .collect();
+        let depths = queues::depths(&connection, &dead).await;
         let _ = connection.close(200, "bye".into()).await;
-        Ok::<_, lapin::Error>(counts)
+        depths
+            .into_iter()
+            .map(|(name, depth)| {
+                depth
+                    .map(|d| (name, d.messages))
+                    .map_err(anyhow::Error::from)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
     };
     tokio::time::timeout(Duration::from_secs(5), counts)
         .await
         .context("timed out")?
-        .map_err(Into::into)
 }

@@ -79,6 +79,34 @@ pub async fn all(pool: &PgPool) -> Result<Vec<(String, Position)>, sqlx::Error> 
         .collect())
 }
 
+/// A checkpoint with when it last moved, as the operators' console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The reader's name.
+    pub name: String,
+    /// Where it stands.
+    pub position: Position,
+    /// When it was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every checkpoint with when it last moved, by name.
+pub async fn listed(pool: &PgPool) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT name, tx_id, global_id, updated_at FROM feed_checkpoints ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, tx_id, global_id, updated_at)| Listed {
+            name,
+            position: Position { tx_id, global_id },
+            updated_at,
+        })
+        .collect())
+}
+
 /// Moves the checkpoint of `name` forward to `to`, outside any other transaction, never back:
 /// for readers whose effect is outside the database (the relay), which move it after the effect.
 pub async fn advance(conn: &mut PgConnection, name: &str, to: Position) -> Result<(), sqlx::Error> {

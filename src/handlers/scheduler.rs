@@ -287,7 +287,10 @@ impl Scheduler {
                     / 1e6;
                 match job.channel() {
                     Channel::Callback => self.metrics.commit_to_callback.observe(seconds),
-                    Channel::Push => self.metrics.commit_to_push.observe(seconds),
+                    Channel::Push => {
+                        self.metrics.commit_to_push.observe(seconds);
+                        self.metrics.series.push_delivered(Utc::now(), seconds);
+                    }
                 }
                 self.metrics.delivery(channel, "delivered");
                 (deliveries::JobState::Delivered, None)

@@ -4,7 +4,8 @@
 //! the audit replay of a request. [`conversation`], [`attachments`] and [`lists`] serve the
 //! work with the requester (contract section 8): questions, comments, resubmission, files, and
 //! the caller's own lists. [`analytics`] serves the approvals report (contract section 10).
-//! [`webapp`] serves the approvers' web app at `/app/` and its development sign-in.
+//! [`webapp`] serves the approvers' web app at `/app/` and its development sign-in; [`console`]
+//! the operators' console page and its admin data.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod analytics;
 pub mod attachments;
 pub mod auth;
+pub mod console;
 pub mod conversation;
 pub mod decisions;
 pub mod devices;
@@ -75,6 +77,8 @@ pub struct AppState {
     pub policy: crate::config::Policy,
     /// What the web app's routes need: how it signs people in.
     pub pages: webapp::Pages,
+    /// What the operators' console reads of the configuration.
+    pub console: console::Setup,
 }
 
 /// How `/readyz` checks the broker.
@@ -85,14 +89,15 @@ pub enum BrokerProbe {
     Address(String),
 }
 
-/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]) and the operators'
-/// routes ([`ops::OpsDoc`]).
+/// The whole OpenAPI document: the API's resources ([`openapi::ApiDoc`]), the operators'
+/// routes ([`ops::OpsDoc`]) and the console's data ([`console::ConsoleDoc`]).
 pub fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::ApiDoc::openapi()
         .merge_from(ops::OpsDoc::openapi())
         .merge_from(conversation::RequesterDoc::openapi())
         .merge_from(analytics::AnalyticsDoc::openapi())
         .merge_from(webapp::AppDoc::openapi())
+        .merge_from(console::ConsoleDoc::openapi())
 }
 
 /// Registers every route, the body limit and the middleware on an actix `App`.
@@ -139,6 +144,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(admin::reassign)
                     .service(analytics::approvals)
                     .configure(webapp::routes)
+                    .configure(console::routes)
                     .service(ops::healthz)
                     .service(ops::readyz)
                     .service(ops::metrics)

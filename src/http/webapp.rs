@@ -140,7 +140,8 @@ async fn to_slash() -> HttpResponse {
         .finish()
 }
 
-async fn get_only() -> HttpResponse {
+/// The answer of a page's file to a method other than GET and HEAD (the console's too).
+pub(crate) async fn get_only() -> HttpResponse {
     let mut response =
         ApiError::new(Code::MethodNotAllowed, "this route takes GET, HEAD only").error_response();
     response

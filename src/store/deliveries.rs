@@ -317,11 +317,70 @@ pub struct DeadLetter {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Every dead letter, oldest first.
-pub async fn dead_letters(pool: &PgPool) -> Result<Vec<DeadLetter>, sqlx::Error> {
+impl DeadLetter {
+    /// The target as it may be shown: a device token is a credential of its owner's phone, so
+    /// only its start.
+    pub fn shown_target(&self) -> String {
+        if self.channel == "push" {
+            format!("{}…", self.target.chars().take(8).collect::<String>())
+        } else {
+            self.target.clone()
+        }
+    }
+}
+
+/// The dead letters, oldest first: every one, or the first `limit`.
+pub async fn dead_letters(
+    pool: &PgPool,
+    limit: Option<i64>,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    // `LIMIT NULL` is no limit.
     sqlx::query_as(
         "SELECT id, channel, event_id, request_id, sequence, target, attempts, last_error, updated_at \
-         FROM deliveries WHERE status = 'dead' ORDER BY id",
+         FROM deliveries WHERE status = 'dead' ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Where the deliveries of one channel to one target stand, for the operators' console.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetSummary {
+    /// `callback` or `push`.
+    pub channel: String,
+    /// The system's key, for callbacks; `None` for pushes (their targets are devices).
+    pub system: Option<String>,
+    /// Jobs waiting for their first attempt (or in it).
+    pub pending: i64,
+    /// Jobs waiting for another attempt after a failed one.
+    pub retrying: i64,
+    /// Dead letters.
+    pub dead: i64,
+    /// The latest error among those jobs.
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// The jobs not yet delivered, per channel and system: pending, retrying and dead, with the
+/// latest error. It reads only pending and dead jobs, each kind by its own partial index, so
+/// its cost follows the backlog, never the delivered history.
+pub async fn summary(pool: &PgPool) -> Result<Vec<TargetSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, CASE WHEN channel = 'callback' THEN target END AS system, \
+                count(*) FILTER (WHERE status = 'pending' AND last_error IS NULL) AS pending, \
+                count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL) AS retrying, \
+                count(*) FILTER (WHERE status = 'dead') AS dead, \
+                (array_agg(last_error ORDER BY updated_at DESC) \
+                     FILTER (WHERE last_error IS NOT NULL))[1] AS last_error, \
+                max(updated_at) FILTER (WHERE last_error IS NOT NULL) AS last_error_at \
+         FROM (SELECT channel, target, status, last_error, updated_at FROM deliveries \
+                   WHERE status = 'pending' \
+               UNION ALL \
+               SELECT channel, target, status, last_error, updated_at FROM deliveries \
+                   WHERE status = 'dead') undelivered \
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .fetch_all(pool)
     .await
