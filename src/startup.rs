@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use approval_projections::inbox::InboxProjection;
 use approval_projections::lists::ListsProjection;
 use approval_projections::requests::RequestsProjection;
-use approval_projections::{ReadModel, Schema};
+use approval_projections::{Projection, ReadModel, Schema};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,17 +45,30 @@ const READ_MODEL_LINGER: Duration = Duration::from_millis(2);
 /// commit.
 const AUDIT_LINGER: Duration = Duration::from_millis(200);
 
+/// How long the report's read model lets events gather between batches that are not full:
+/// nobody waits for it, so it follows the feed a fraction of a second behind in a few larger
+/// batches a second, as the audit reader does (docs/benchmarks.md).
+const REPORT_LINGER: Duration = Duration::from_millis(200);
+
 /// Events the live stream reads at a time.
 const STREAM_BATCH: i64 = 500;
 
-/// The names of the projections, in the order they run.
-pub const PROJECTIONS: [&str; 5] = [
+/// The names of the projections commands wait for (read-your-writes), in the order they run.
+pub const PROJECTIONS: [&str; 4] = [
     RequestsProjection::NAME,
     InboxProjection::NAME,
     ListsProjection::NAME,
     approval_projections::absences::AbsencesProjection::NAME,
-    approval_projections::analytics::AnalyticsProjection::NAME,
 ];
+
+/// The read models that follow the feed on their own, a moment behind, which commands do not
+/// wait for: the approvals report's (contract section 10).
+pub const REPORTS: [&str; 1] = [approval_projections::analytics::AnalyticsProjection::NAME];
+
+/// Every read model: [`PROJECTIONS`], then [`REPORTS`].
+pub fn read_models() -> impl Iterator<Item = &'static str> {
+    PROJECTIONS.into_iter().chain(REPORTS)
+}
 
 /// Which parts of the service run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,8 +267,12 @@ impl Application {
             let read_models = db::connect_derived(&settings.database)
                 .context("cannot prepare the read models' connection")?;
             own_pools.push(read_models.clone());
-            let projector = Projector::new(ReadModel::all(&Schema::live()), metrics.clone())
-                .reporting(progress.clone(), signal.clone());
+            let (waited, reports): (Vec<ReadModel>, Vec<ReadModel>) =
+                ReadModel::all(&Schema::live())
+                    .into_iter()
+                    .partition(|m| PROJECTIONS.contains(&m.name()));
+            let projector =
+                Projector::new(waited, metrics.clone()).reporting(progress.clone(), signal.clone());
             let names = projector.names();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             tasks.push(follow(
@@ -270,6 +287,29 @@ impl Application {
                     &names,
                 ),
                 projector,
+                Some(signal.subscribe()),
+                &stop,
+            ));
+            // Not among PROJECTIONS: commands never wait for the report's read model, so it has
+            // a connection of its own and lets events gather into larger batches.
+            let report_pool = db::connect_derived(&settings.database)
+                .context("cannot prepare the report's read model connection")?;
+            own_pools.push(report_pool.clone());
+            let report = Projector::new(reports, metrics.clone());
+            let report_names = report.names();
+            let report_names: Vec<&str> = report_names.iter().map(String::as_str).collect();
+            tasks.push(follow(
+                follower(
+                    report.label(),
+                    &report_pool,
+                    Read::Events,
+                    Pace {
+                        linger: REPORT_LINGER,
+                        ..pace
+                    },
+                    &report_names,
+                ),
+                report,
                 Some(signal.subscribe()),
                 &stop,
             ));

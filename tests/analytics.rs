@@ -179,7 +179,37 @@ fn group<'a>(answer: &'a Value, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no group {key} in {answer}"))
 }
 
+/// Waits until the report's read model has folded every event in the store: commands do not
+/// wait for it (it follows the feed a moment behind), so a test that has just decided does.
+async fn settled(app: &TestApp) {
+    let caught_up = eventually(WAIT, || async {
+        let head: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT tx_id, global_id FROM events ORDER BY tx_id DESC, global_id DESC LIMIT 1",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        let at: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT tx_id, global_id FROM feed_checkpoints WHERE name = 'analytics'",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        match (head, at) {
+            (None, _) => Some(()),
+            (Some(head), Some(at)) if at >= head => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "the analytics read model did not catch up"
+    );
+}
+
 async fn report(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    settled(app).await;
     app.call_with(
         Method::GET,
         token,

@@ -43,12 +43,12 @@ async fn health_readiness_and_metrics_answer() {
     }
     assert!(metrics.contains("approval_ledger_read_your_writes_wait_seconds_count 2"));
     assert!(metrics.contains(
-        r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox+lists+absences+analytics"}"#
+        r#"approval_ledger_feed_reader_batch_seconds_count{reader="requests+inbox+lists+absences"}"#
     ));
     // The first batch after the start took a transaction; the approval's, one statement.
     let one_statement = metric_value(
         &metrics,
-        r#"approval_ledger_feed_reader_one_statement_batches_total{reader="requests+inbox+lists+absences+analytics"}"#,
+        r#"approval_ledger_feed_reader_one_statement_batches_total{reader="requests+inbox+lists+absences"}"#,
     );
     assert!(one_statement >= 1.0, "{metrics}");
     for reader in ["requests", "inbox", "absences"] {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use approval_aggregates::{ApprovalEvent, ApprovalRequest, Status, Verdict};
 use approval_ledger::feed::checkpoints;
-use approval_ledger::startup::PROJECTIONS;
+use approval_ledger::startup::read_models;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -227,9 +227,7 @@ pub async fn wait_for_projections(
     let mut last_report = Instant::now();
     loop {
         let positions = checkpoints::all(pool).await?;
-        let behind: Vec<&str> = PROJECTIONS
-            .iter()
-            .copied()
+        let behind: Vec<&str> = read_models()
             .chain([approval_ledger::audit::reader::AuditReader::NAME])
             .filter(|name| !ignore.iter().any(|i| i == name))
             .filter(|name| {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use crate::cli::meter::Meter;
 use crate::config::Settings;
 use crate::rebuild;
-use crate::startup::PROJECTIONS;
+use crate::startup::read_models;
 use crate::store::db;
 
 /// The `projections` subcommands.
@@ -33,7 +33,7 @@ pub async fn run(settings: &Settings, command: ProjectionsCommand) -> anyhow::Re
         .context("cannot connect to the database")?;
     let names: Vec<String> = match name {
         Some(name) => vec![name],
-        None => PROJECTIONS.iter().map(|n| n.to_string()).collect(),
+        None => read_models().map(str::to_owned).collect(),
     };
     let mut result = Ok(());
     for name in names {
