@@ -38,6 +38,24 @@ fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
+/// Gives the page its network back (the real `fetch`, an `online` event) and waits until the
+/// queued decision has been sent and answered.
+async fn back_online(browser: &Browser) {
+    browser
+        .eval(
+            "window.fetch = window.realFetch; window.dispatchEvent(new Event('online')); return 1",
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "return document.querySelector('#decide-result').dataset.state === 'done'",
+            SHOWS,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_files_are_served_from_the_binary_with_their_types() {
     let app = TestApp::spawn_with(
@@ -648,19 +666,7 @@ async fn a_tap_whose_answer_is_lost_or_made_offline_is_queued_and_decides_once()
     let events = app.event_count().await;
 
     // The connection is back: the queued tap is sent again with its key, and decides nothing more.
-    browser
-        .eval(
-            "window.fetch = window.realFetch; window.dispatchEvent(new Event('online')); return 1",
-        )
-        .await
-        .unwrap();
-    browser
-        .wait_until(
-            "return document.querySelector('#decide-result').dataset.state === 'done'",
-            SHOWS,
-        )
-        .await
-        .unwrap();
+    back_online(&browser).await;
     assert_eq!(browser.eval(queued).await.unwrap(), json!([]));
     assert_eq!(app.event_count().await, events, "the retry wrote nothing");
     let detail = app.detail("alice", &lost).await;
@@ -710,19 +716,7 @@ async fn a_tap_whose_answer_is_lost_or_made_offline_is_queued_and_decides_once()
         .await
         .unwrap();
     assert_eq!(app.detail("alice", &offline).await["status"], "pending");
-    browser
-        .eval(
-            "window.fetch = window.realFetch; window.dispatchEvent(new Event('online')); return 1",
-        )
-        .await
-        .unwrap();
-    browser
-        .wait_until(
-            "return document.querySelector('#decide-result').dataset.state === 'done'",
-            SHOWS,
-        )
-        .await
-        .unwrap();
+    back_online(&browser).await;
     let detail = app.detail("alice", &offline).await;
     assert_eq!(detail["status"], "approved");
     assert_eq!(detail["steps"][0]["decisions"].as_array().unwrap().len(), 1);
