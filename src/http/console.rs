@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::http::header::HeaderValue;
 use actix_web::{get, post, web, HttpResponse};
 use approval_aggregates::Actor;
 use chrono::{DateTime, Utc};
@@ -24,8 +24,8 @@ use crate::broker::{queues, Topology};
 use crate::config::Secret;
 use crate::feed::{checkpoints, read as feed, Position};
 use crate::http::auth::Person;
+use crate::http::embedded::{self, Asset};
 use crate::http::errors::{ApiError, Code, ErrorBody};
-use crate::http::webapp::get_only;
 use crate::http::{AppState, BrokerProbe};
 use crate::relay::RELAY;
 use crate::store::deliveries;
@@ -583,64 +583,34 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_POLICY))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(body)
-}
-
-/// The page's files: path, type, contents.
-static FILES: &[(&str, &str, &str)] = &[
-    (
-        "/console/",
-        "text/html; charset=utf-8",
-        include_str!("pages/console/index.html"),
-    ),
-    (
-        "/console/console.js",
-        "text/javascript; charset=utf-8",
-        include_str!("pages/console/console.js"),
-    ),
-    (
-        "/console/console.css",
-        "text/css; charset=utf-8",
-        include_str!("pages/console/console.css"),
-    ),
+/// The page's files.
+static FILES: &[Asset] = &[
+    Asset {
+        path: "/console/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("pages/console/index.html"),
+    },
+    Asset {
+        path: "/console/console.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("pages/console/console.js"),
+    },
+    Asset {
+        path: "/console/console.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("pages/console/console.css"),
+    },
 ];
-
-/// `/console` is the page's directory: its relative links need the slash.
-async fn to_slash() -> HttpResponse {
-    HttpResponse::PermanentRedirect()
-        .insert_header((header::LOCATION, "/console/"))
-        .finish()
-}
 
 /// Registers the console's routes: its data, and its page's files, which take GET and HEAD
 /// only, like the web app's.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(overview)
         .service(dead_letters)
-        .service(retry_dead_letter)
-        .service(
-            web::resource("/console")
-                .route(web::get().to(to_slash))
-                .route(web::head().to(to_slash))
-                .default_service(web::to(get_only)),
-        );
-    for (path, content_type, body) in FILES {
-        let serve = move || async move { page(content_type, body) };
-        cfg.service(
-            web::resource(*path)
-                .route(web::get().to(serve))
-                .route(web::head().to(serve))
-                .default_service(web::to(get_only)),
-        );
-    }
+        .service(retry_dead_letter);
+    embedded::register(cfg, "/console", FILES, |_, _| {
+        Some(HeaderValue::from_static(PAGE_POLICY))
+    });
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod conversation;
 pub mod decisions;
 pub mod devices;
 pub mod dto;
+pub mod embedded;
 pub mod errors;
 pub mod history;
 pub mod idempotency;

@@ -6,13 +6,14 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpResponse, ResponseError};
+use actix_web::{get, post, web, HttpResponse};
 use approval_aggregates::{validation, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::{AuthSettings, OidcClient};
+use crate::http::embedded::{self, Asset};
 use crate::http::errors::{ApiError, Code, ErrorBody};
 use crate::http::{parse_json, AppState};
 use crate::signing::issue_token_with_groups;
@@ -29,13 +30,6 @@ pub struct AppDoc;
 
 /// How long a development token lasts: a working day.
 pub const DEV_TOKEN_TTL_SECS: i64 = 12 * 3600;
-
-/// One embedded file of the page.
-struct Asset {
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
-}
 
 static ASSETS: &[Asset] = &[
     Asset {
@@ -116,54 +110,11 @@ impl Pages {
 
 /// Registers the page's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/app")
-            .route(web::get().to(to_slash))
-            .route(web::head().to(to_slash))
-            .default_service(web::to(get_only)),
-    );
-    for asset in ASSETS {
-        let serve = move |state: web::Data<AppState>| async move { file(&state.pages, asset) };
-        cfg.service(
-            web::resource(asset.path)
-                .route(web::get().to(serve))
-                .route(web::head().to(serve))
-                .default_service(web::to(get_only)),
-        );
-    }
+    // The page itself gets the policy; its files are not documents.
+    embedded::register(cfg, "/app", ASSETS, |state, asset| {
+        (asset.path == "/app/").then(|| state.pages.csp.clone())
+    });
     cfg.service(config).service(dev_token);
-}
-
-async fn to_slash() -> HttpResponse {
-    HttpResponse::PermanentRedirect()
-        .insert_header((header::LOCATION, "/app/"))
-        .finish()
-}
-
-/// The answer of a page's file to a method other than GET and HEAD (the console's too).
-pub(crate) async fn get_only() -> HttpResponse {
-    let mut response =
-        ApiError::new(Code::MethodNotAllowed, "this route takes GET, HEAD only").error_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
-}
-
-fn file(pages: &Pages, asset: &Asset) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type(asset.content_type)
-        // Small files, embedded: revalidated each time, so a new binary's page shows at once.
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        // The sign-in's code comes back in the page's URL: no other site may see it.
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"));
-    if asset.path == "/app/" {
-        response.insert_header((header::CONTENT_SECURITY_POLICY, pages.csp.clone()));
-    }
-    response.body(asset.body)
 }
 
 /// How the page signs people in.
